@@ -1,0 +1,153 @@
+"""Prefect wiring of the five steps; no domain logic lives here.
+
+Each step is a task whose cache key is the content-addressed key from ``pipeline.keys`` and
+whose result is persisted (JSON) in the work store, so any later run, in any process, that
+reaches the same store reuses it. ``refresh`` forces chosen steps to recompute.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
+
+from flows.caching import STEP_KEY
+from flows.result_storage import result_storage_for
+from ocr import engine
+from pipeline import archive as archiving
+from pipeline import capture as capturing
+from pipeline import classify as classifying
+from pipeline import verify as verifying
+from pipeline.errors import InputRefused
+from pipeline.models import (
+    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Reason, SourceInfo, StepRecord, VerifyResult,
+)
+from pipeline.quarantine import quarantine
+from pipeline.settings import Settings
+from storage import open_store
+
+STEPS = ("capture", "ocr", "classify", "verify", "archive")
+_PERSISTED = dict(cache_policy=STEP_KEY, persist_result=True, result_serializer="json")
+
+
+@task(name="capture", **_PERSISTED)
+def capture_task(path: str, source: SourceInfo, settings: Settings, key: str) -> CaptureResult:
+    return capturing.capture(Path(path), source, open_store(settings.work), settings, key)
+
+
+@task(name="ocr", **_PERSISTED)
+def ocr_task(captured: CaptureResult, settings: Settings, key: str) -> OcrResult:
+    return engine.run_ocr(captured, open_store(settings.work), settings, key)
+
+
+@task(name="classify", **_PERSISTED)
+def classify_task(ocr: OcrResult, captured: CaptureResult, settings: Settings, key: str, procedure: str | None) -> ClassifyResult:
+    return classifying.classify(ocr, captured, settings, key, procedure)
+
+
+@task(name="verify", **_PERSISTED)
+def verify_task(captured: CaptureResult, ocr: OcrResult, classified: ClassifyResult, settings: Settings, key: str) -> VerifyResult:
+    return verifying.verify(captured, ocr, classified, settings, key)
+
+
+@task(name="archive", cache_policy=NO_CACHE, persist_result=False)
+def archive_task(
+    path: str, captured: CaptureResult, ocr: OcrResult, classified: ClassifyResult, verified: VerifyResult,
+    steps: dict[str, StepRecord], settings: Settings,
+) -> ArchiveResult:
+    return archiving.archive(Path(path), captured, ocr, classified, verified, steps,
+                             open_store(settings.work), open_store(settings.archive))
+
+
+class _Runner:
+    """Runs step tasks with the work store as result storage and records how each went."""
+
+    def __init__(self, settings: Settings, refresh: set[str]):
+        self.storage = result_storage_for(settings.work)
+        self.refresh = refresh
+        self.steps: dict[str, StepRecord] = {}
+
+    def __call__(self, step_task: Any, version: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        name = step_task.name
+        started = time.perf_counter()
+        configured = step_task.with_options(result_storage=self.storage, refresh_cache=name in self.refresh or None)
+        # quote(): step results are plain data, not futures; skip Prefect's walk over every OCR word
+        state = configured(*(quote(a) for a in args), key=key, **kwargs, return_state=True)
+        result = state.result()
+        self.steps[name] = StepRecord(version=version, cache_key=key, cached=state.name == "Cached",
+                                      duration_s=round(time.perf_counter() - started, 3))
+        return result
+
+
+@flow(name="process-dossier", log_prints=False)
+def process_dossier(
+    source: str, archive: str | None = None, procedure: str | None = None, refresh: list[str] | None = None,
+) -> Outcome:
+    """Capture, OCR, classify, verify and archive one dossier (a file or a folder of pages).
+
+    Args:
+        source: Local path of the dossier: a PDF, multi-page TIFF, JPEG/PNG, or a folder of pages.
+        archive: Archive store URL (directory, file://, or s3://bucket/prefix); default from SOHOA_ARCHIVE.
+        procedure: Procedure code (e.g. 1.001193) when the caller knows it; otherwise read from the receipt.
+        refresh: Steps to recompute even when a cached result exists (capture, ocr, classify, verify).
+    """
+    started = time.perf_counter()
+    settings = Settings(**({"archive": archive} if archive else {}))
+    log = get_run_logger()
+    path = Path(source)
+    unknown = set(refresh or []) - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown steps in refresh: {sorted(unknown)}; steps are {', '.join(STEPS)}")
+    info: SourceInfo | None = None
+    try:
+        info = capturing.describe_source(path, settings)
+        run = _Runner(settings, _from_first(refresh or []))
+        captured = run(capture_task, capturing.VERSION, capturing.capture_key(info, settings), str(path), info, settings)
+        log.info("captured %d pages from %s", len(captured.pages), info.media_type)
+        ocr = run(ocr_task, engine.VERSION, engine.ocr_key(captured, settings), captured, settings)
+        classified = run(classify_task, classifying.VERSION, classifying.classify_key(ocr, settings, procedure),
+                         ocr, captured, settings, procedure=procedure)
+        verified = run(verify_task, verifying.VERSION, verifying.verify_key(classified, settings),
+                       captured, ocr, classified, settings)
+        archived = archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
+    except InputRefused as refusal:
+        log.warning("refused %s: %s", path.name, refusal)
+        where = quarantine(open_store(settings.archive), path, code=refusal.code, message=refusal.message,
+                           step="capture", sha256=info.sha256 if info else None)
+        return Outcome(input=source, status="refused", reason=Reason(code=refusal.code, message=refusal.message),
+                       quarantine=open_store(settings.archive).url_for(where), duration_s=_since(started))
+    except Exception as exc:
+        _quarantine_failure(settings, path, exc, info)
+        raise
+    manifest = archived.manifest
+    log.info("archived %s as %s (%s)", path.name, archived.dossier_id, manifest.status)
+    return Outcome(
+        input=source, status=manifest.status, dossier_id=archived.dossier_id, manifest=archived.manifest_url,
+        pages=len(manifest.pages), documents=[d.type for d in manifest.documents],
+        cached_steps=[name for name, record in manifest.steps.items() if record.cached], duration_s=_since(started),
+    )
+
+
+def _from_first(refresh: list[str]) -> set[str]:
+    """Refreshing a step refreshes every step after it: their inputs may have changed."""
+    if not refresh:
+        return set()
+    first = min(STEPS.index(step) for step in refresh)
+    return set(STEPS[first:])
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
+
+
+def _quarantine_failure(settings: Settings, path: Path, exc: Exception, info: SourceInfo | None) -> None:
+    """Keep a failed input beside a machine-readable reason; a storage outage may prevent even that."""
+    try:
+        quarantine(open_store(settings.archive), path, code="processing_failed",
+                   message=f"{type(exc).__name__}: {exc}"[:500], step="pipeline", sha256=info.sha256 if info else None)
+    except Exception as second:  # the input stays where it was; say so in the log
+        get_run_logger().error("could not quarantine %s: %s", path.name, second)

@@ -1,0 +1,68 @@
+"""Prefect result storage on top of sohoa's own storage interface.
+
+Step results are persisted in the configured work store (a directory or S3), through the
+same code that writes archives, so one set of credentials and one S3 client serve both.
+Credentials are never part of the block: they come from the environment (``SOHOA_S3_*``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+import anyio
+from prefect._internal.compatibility.async_dispatch import async_dispatch
+from prefect.filesystems import WritableFileSystem
+
+from pipeline.keys import sha256_bytes
+from storage import ObjectNotFound, Store, open_store
+
+RESULTS_PREFIX = "results/"
+
+
+class SohoaResultStorage(WritableFileSystem):
+    """Prefect ``WritableFileSystem`` over a sohoa store URL (results under ``results/``)."""
+
+    _block_type_name = "Sohoa Result Storage"
+    url: str
+
+    @cached_property
+    def _store(self) -> Store:
+        return open_store(self.url)
+
+    def _key(self, path: str) -> str:
+        return RESULTS_PREFIX + path.lstrip("/")
+
+    async def aread_path(self, path: str) -> bytes:
+        return await anyio.to_thread.run_sync(self._read, path)
+
+    def _read(self, path: str) -> bytes:
+        try:
+            return self._store.get_bytes(self._key(path))
+        except ObjectNotFound:
+            raise ValueError(f"result {path} does not exist") from None
+
+    @async_dispatch(aread_path)
+    def read_path(self, path: str) -> bytes:
+        return self._read(path)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return await anyio.to_thread.run_sync(self._write, path, content)
+
+    def _write(self, path: str, content: bytes) -> str:
+        self._store.put_bytes(self._key(path), content, content_type="application/json")
+        return self._key(path)
+
+    @async_dispatch(awrite_path)
+    def write_path(self, path: str, content: bytes) -> str:
+        return self._write(path, content)
+
+
+@lru_cache(maxsize=16)
+def result_storage_for(url: str) -> SohoaResultStorage:
+    """The saved block for ``url`` (Prefect persists results only through saved blocks).
+
+    Saved once per process under a name derived from the URL; it holds no credentials.
+    """
+    block = SohoaResultStorage(url=url)
+    block.save(f"sohoa-results-{sha256_bytes(url.encode())[:12]}", overwrite=True)
+    return block

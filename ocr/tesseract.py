@@ -1,0 +1,100 @@
+"""The one place that runs the Tesseract program.
+
+One process per page and one thread per process (``OMP_THREAD_LIMIT=1``): on a busy machine
+OpenMP threads inside tesseract cost more than they give, and pages parallelize perfectly.
+One pass per page writes all three outputs we need: plain text, TSV words with boxes and
+confidences, and a text-only PDF (the page's invisible text layer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pipeline.errors import OcrError
+
+_FOLD = str.maketrans({"\u00d0": "\u0110", "\u00f0": "\u0111"})  # Icelandic eth read for Vietnamese Đ/đ
+
+
+def normalize_text(text: str) -> str:
+    """NFC, with the eth that Tesseract confuses for Đ folded back."""
+    return unicodedata.normalize("NFC", text).translate(_FOLD)
+
+
+@dataclass(frozen=True)
+class PageOutput:
+    text: str
+    tsv: str
+    pdf: Path
+
+
+def resolve(cmd: str) -> Path:
+    found = shutil.which(cmd)
+    if not found:
+        raise OcrError(f"tesseract not found ({cmd!r}); install tesseract-ocr and tesseract-ocr-vie")
+    return Path(found)
+
+
+def _tessdata_dir() -> Path | None:
+    for candidate in (os.environ.get("TESSDATA_PREFIX"), "/usr/share/tesseract-ocr/5/tessdata",
+                      "/usr/share/tesseract-ocr/4.00/tessdata", "/usr/local/share/tessdata"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(binary: Path, languages: str, tessdata: Path | None) -> str:
+    parts = [f"{binary}:{binary.stat().st_size}:{binary.stat().st_mtime_ns}"]
+    for lang in languages.split("+"):
+        data = tessdata / f"{lang}.traineddata" if tessdata else None
+        if data and data.exists():
+            parts.append(f"{lang}:{data.stat().st_size}:{data.stat().st_mtime_ns}")
+        else:
+            parts.append(f"{lang}:missing")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def engine_fingerprint(cmd: str, languages: str) -> str:
+    """Identity of the engine and its language data, from file metadata only.
+
+    It enters the OCR cache key; it must not start a tesseract process, so that a fully cached
+    rerun starts none.
+    """
+    return _fingerprint(resolve(cmd), languages, _tessdata_dir())
+
+
+@lru_cache(maxsize=4)
+def version(cmd: str) -> str:
+    out = subprocess.run([str(resolve(cmd)), "--version"], capture_output=True, text=True, timeout=30)
+    return (out.stdout or out.stderr).splitlines()[0].strip()
+
+
+def check_languages(cmd: str, languages: str) -> None:
+    out = subprocess.run([str(resolve(cmd)), "--list-langs"], capture_output=True, text=True, timeout=30)
+    have = set(out.stdout.split()[1:]) | set(out.stderr.split())
+    missing = [lang for lang in languages.split("+") if lang not in have]
+    if missing:
+        raise OcrError(f"tesseract language data missing: {', '.join(missing)} (install tesseract-ocr-vie)")
+
+
+def ocr_page(image: Path, out_base: Path, *, cmd: str, languages: str, psm: int, dpi: int, timeout: float) -> PageOutput:
+    """Run tesseract once on one page image."""
+    args = [str(resolve(cmd)), str(image), str(out_base), "-l", languages, "--psm", str(psm),
+            "--dpi", str(dpi), "-c", "textonly_pdf=1", "txt", "tsv", "pdf"]
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise OcrError(f"tesseract timed out after {timeout:.0f} s on {image.name}") from None
+    if done.returncode != 0:
+        raise OcrError(f"tesseract failed on {image.name}: {done.stderr.strip()[-300:]}")
+    text = out_base.with_suffix(".txt").read_text(encoding="utf-8")
+    tsv = out_base.with_suffix(".tsv").read_text(encoding="utf-8")
+    return PageOutput(text=normalize_text(text), tsv=normalize_text(tsv), pdf=out_base.with_suffix(".pdf"))

@@ -1,0 +1,120 @@
+"""Archive: every file of a dossier under one prefix of the archive store, manifest last.
+
+``manifest.json`` is the commit marker: it is written only after every other file has been
+written and read back (size and SHA-256 metadata), so an archive without it is incomplete.
+Re-archiving the same input is idempotent: files already present with the same SHA-256 are
+not written again.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.capture import EXTENSIONS, sniff_media_type
+from pipeline.keys import sha256_bytes, sha256_file, step_key
+from pipeline.models import (
+    ArchiveResult, CaptureResult, ClassifyResult, FileRef, Manifest, ManifestPage, OcrResult, StepRecord,
+    VerifyResult,
+)
+from storage import ObjectNotFound, Store, StorageError, materialize
+
+VERSION = "1"
+MANIFEST = "manifest.json"
+
+
+def archive_key(verified: VerifyResult, store: Store) -> str:
+    return step_key("archive", VERSION, {"store": store.url}, verified.key)
+
+
+def dossier_id(capture: CaptureResult, classified: ClassifyResult) -> str:
+    """The dossier code when one was read, else a stable id from the input's content hash."""
+    code = classified.fields.get("dossier_code")
+    return code if isinstance(code, str) else f"sha256-{capture.source.sha256[:16]}"
+
+
+def choose_prefix(store: Store, ident: str, source_sha256: str) -> str:
+    """``dossiers/<id>/``, unless another input already holds that id: then a sibling prefix."""
+    prefix = f"dossiers/{ident}/"
+    try:
+        existing = json.loads(store.get_bytes(prefix + MANIFEST))
+    except ObjectNotFound:
+        return prefix
+    if existing.get("source", {}).get("sha256") == source_sha256:
+        return prefix
+    return f"dossiers/{ident}~{source_sha256[:12]}/"
+
+
+def put_verified(store: Store, key: str, path: Path, content_type: str) -> FileRef:
+    """Write ``path`` unless the same bytes are there; read back size and checksum either way."""
+    digest, size = sha256_file(path), path.stat().st_size
+    try:
+        info = store.stat(key)
+        current = info.metadata.get("sha256") == digest and info.size == size
+    except ObjectNotFound:
+        current = False
+    if not current:
+        store.put_file(key, path, content_type=content_type, metadata={"sha256": digest})
+        info = store.stat(key)
+        if info.size != size or info.metadata.get("sha256") != digest:
+            raise StorageError(f"archive verification failed for {key}: stored object differs from what was written")
+    return FileRef(key=key, sha256=digest, size=size)
+
+
+def archive(
+    source: Path, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, verified: VerifyResult,
+    steps: dict[str, StepRecord], work: Store, store: Store,
+) -> ArchiveResult:
+    started = time.perf_counter()
+    ident = dossier_id(capture, classified)
+    prefix = choose_prefix(store, ident, capture.source.sha256)
+    files: dict[str, FileRef] = {}
+    with tempfile.TemporaryDirectory(prefix="sohoa-archive-") as tmp:
+        workdir = Path(tmp)
+        if source.is_dir():
+            for index, name in enumerate(capture.source.files, start=1):
+                path = source / name
+                ext = _ext_of(path)
+                files[f"original_{index:04d}"] = put_verified(store, f"{prefix}original/{index:04d}{ext}", path, "application/octet-stream")
+        else:
+            ext = EXTENSIONS.get(capture.source.media_type, ".bin")
+            files["original"] = put_verified(store, f"{prefix}original{ext}", source, capture.source.media_type)
+        pdf = materialize(work, ocr.searchable_pdf_key, workdir / "searchable.pdf")
+        files["searchable_pdf"] = put_verified(store, f"{prefix}{ident}.pdf", pdf, "application/pdf")
+        words = workdir / "ocr.json"
+        words.write_text(json.dumps([p.model_dump(exclude={"text_layer_key"}) for p in ocr.pages], ensure_ascii=False))
+        files["ocr_words"] = put_verified(store, f"{prefix}ocr.json", words, "application/json")
+    steps = {**steps, "archive": StepRecord(
+        version=VERSION, cache_key=archive_key(verified, store), cached=False,
+        duration_s=round(time.perf_counter() - started, 3))}
+    manifest = build_manifest(ident, capture, ocr, classified, verified, steps, files)
+    data = manifest.to_json().encode()
+    store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
+    return ArchiveResult(dossier_id=ident, prefix=prefix, manifest_url=store.url_for(prefix + MANIFEST), manifest=manifest)
+
+
+def _ext_of(path: Path) -> str:
+    return EXTENSIONS.get(sniff_media_type(path), ".bin")
+
+
+def build_manifest(
+    ident: str, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, verified: VerifyResult,
+    steps: dict[str, StepRecord], files: dict[str, FileRef],
+) -> Manifest:
+    texts = {p.n: p for p in ocr.pages}
+    pages = [
+        ManifestPage(
+            n=p.n, sha256=p.sha256, width=p.width, height=p.height, dpi=p.dpi, rotation=p.rotation, skew=p.skew,
+            blank=p.blank, ocr_confidence=texts[p.n].confidence, text=texts[p.n].text,
+        )
+        for p in capture.pages
+    ]
+    return Manifest(
+        dossier_id=ident, procedure=classified.procedure, status=verified.status, source=capture.source,
+        pages=pages, documents=classified.documents, verification=verified.verification,
+        fields={**classified.fields, "procedure_source": classified.procedure_source},
+        steps=steps, files=files, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,283 @@
+"""Capture: turn what a scanning station produced into measured page images.
+
+Accepts a PDF (scanned or born-digital), a multi-page TIFF, a JPEG/PNG, or a folder of page
+files. The media type comes from the content, never from the name. A PDF page that is one
+full-page image is taken at its native resolution (its own bytes when it is a JPEG), so the
+archive keeps what was scanned; other pages are rasterized with pdftoppm at ``render_dpi``.
+Page images go to the work store content-addressed, so later steps (in any process) read them.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pikepdf
+from natsort import natsorted
+from PIL import Image, ImageOps, ImageSequence
+
+from ocr import imaging
+from pipeline.errors import InputRefused
+from pipeline.keys import sha256_bytes, sha256_file, step_key
+from pipeline.models import CaptureResult, PageImage, SourceInfo
+from pipeline.settings import Settings
+from storage import Store
+
+VERSION = "1"
+A4_LONG_SIDE_IN = 11.69
+IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
+EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
+
+
+def key_settings(settings: Settings) -> dict:
+    return {"render_dpi": settings.render_dpi, "max_page_pixels": settings.max_page_pixels}
+
+
+@dataclass
+class RawPage:
+    """A page image before it is stored: encoded bytes plus what we know of it."""
+
+    data: bytes
+    media_type: str
+    dpi: int
+    rotation: int
+    origin: str
+
+
+def sniff_media_type(path: Path) -> str:
+    """Media type from magic bytes; ``application/octet-stream`` when unknown."""
+    with open(path, "rb") as stream:
+        head = stream.read(1024)
+    if b"%PDF-" in head:
+        return "application/pdf"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return "application/octet-stream"
+
+
+def describe_source(path: Path, settings: Settings) -> SourceInfo:
+    """Identify the input by content, refusing what cannot be a dossier before any work."""
+    if not path.exists():
+        raise InputRefused("not_found", f"input does not exist: {path.name}")
+    if path.is_dir():
+        files = page_files(path)
+        hashes = [sha256_file(f) for f in files]
+        size = sum(f.stat().st_size for f in files)
+        _check_size(size, settings)
+        return SourceInfo(
+            name=path.name, sha256=sha256_bytes("\n".join(hashes).encode()), size=size,
+            media_type="inode/directory", files=[f.name for f in files],
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise InputRefused("empty_file", "the file is empty (0 bytes)")
+    _check_size(size, settings)
+    media_type = sniff_media_type(path)
+    if media_type not in EXTENSIONS:
+        raise InputRefused("unsupported_type", "not a PDF, TIFF, JPEG or PNG file (checked by content)")
+    return SourceInfo(name=path.name, sha256=sha256_file(path), size=size, media_type=media_type)
+
+
+def _check_size(size: int, settings: Settings) -> None:
+    if size > settings.max_input_bytes:
+        raise InputRefused("too_large", f"input is {size} bytes; the limit is {settings.max_input_bytes}")
+
+
+def page_files(folder: Path) -> list[Path]:
+    """Page files of a folder in natural order (page-2 before page-10); hidden files ignored."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if not files:
+        raise InputRefused("no_pages", "the folder holds no page files")
+    for file in files:
+        if sniff_media_type(file) not in IMAGE_TYPES:
+            raise InputRefused("unsupported_type", f"folder entry is not a JPEG, PNG or TIFF image: {file.name!r}")
+    return natsorted(files, key=lambda p: p.name)
+
+
+def capture(path: Path, source: SourceInfo, store: Store, settings: Settings, key: str) -> CaptureResult:
+    """Store every page of ``path`` in the work store and measure it."""
+    pages: list[PageImage] = []
+    for n, raw in enumerate(iter_pages(path, source, settings), start=1):
+        if n > settings.max_pages:
+            raise InputRefused("too_many_pages", f"more than {settings.max_pages} pages")
+        pages.append(store_page(n, raw, store))
+    if not pages:
+        raise InputRefused("no_pages", "the input has no pages")
+    return CaptureResult(key=key, source=source, pages=pages)
+
+
+def capture_key(source: SourceInfo, settings: Settings) -> str:
+    return step_key("capture", VERSION, key_settings(settings), source.sha256)
+
+
+def store_page(n: int, raw: RawPage, store: Store) -> PageImage:
+    digest = sha256_bytes(raw.data)
+    key = f"pages/{digest}{IMAGE_TYPES[raw.media_type]}"
+    if not store.exists(key):
+        store.put_bytes(key, raw.data, content_type=raw.media_type, metadata={"sha256": digest})
+    gray = imaging.decode_gray(raw.data)
+    return PageImage(
+        n=n, key=key, sha256=digest, media_type=raw.media_type,
+        width=gray.shape[1], height=gray.shape[0], dpi=raw.dpi, rotation=raw.rotation,
+        skew=imaging.measure_skew(gray, raw.dpi), blank=imaging.is_blank(gray), origin=raw.origin,
+    )
+
+
+def iter_pages(path: Path, source: SourceInfo, settings: Settings) -> Iterator[RawPage]:
+    if source.media_type == "application/pdf":
+        yield from pdf_pages(path, settings)
+    elif source.media_type == "inode/directory":
+        for name in source.files:
+            yield from image_pages(path / name, settings)
+    else:
+        yield from image_pages(path, settings)
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def image_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
+    """Pages of an image file; a JPEG without EXIF rotation keeps its own bytes."""
+    Image.MAX_IMAGE_PIXELS = settings.max_page_pixels
+    try:
+        with Image.open(path) as image:
+            for frame in ImageSequence.Iterator(image):
+                yield _image_page(path, image.format, frame, settings)
+    except InputRefused:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputRefused("too_many_pixels", f"{path.name}: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputRefused("corrupt_file", f"{path.name}: image cannot be decoded ({exc})") from None
+
+
+def _image_page(path: Path, fmt: str | None, frame: Image.Image, settings: Settings) -> RawPage:
+    _check_pixels(frame.width, frame.height, settings)
+    orientation = frame.getexif().get(0x0112, 1)
+    rotation = {3: 180, 6: 90, 8: 270}.get(orientation, 0)
+    dpi = _image_dpi(frame)
+    if fmt == "JPEG" and orientation == 1 and frame.mode in ("L", "RGB", "CMYK"):
+        return RawPage(path.read_bytes(), "image/jpeg", dpi, 0, "image")
+    upright = ImageOps.exif_transpose(frame) if orientation != 1 else frame
+    return RawPage(_encode_png(upright, dpi), "image/png", dpi, rotation, "image")
+
+
+def _image_dpi(image: Image.Image) -> int:
+    """DPI from the file; when absent or a screen default (72/96), estimate from an A4 page."""
+    dpi = image.info.get("dpi")
+    value = int(round(float(dpi[0]))) if dpi and dpi[0] else 0
+    if value in (0, 1, 72, 96):
+        value = int(round(max(image.size) / A4_LONG_SIDE_IN))
+    return max(value, 1)
+
+
+def _encode_png(image: Image.Image, dpi: int) -> bytes:
+    if image.mode not in ("1", "L", "RGB"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", dpi=(dpi, dpi), compress_level=6)
+    return buffer.getvalue()
+
+
+def _check_pixels(width: int, height: int, settings: Settings) -> None:
+    if width * height > settings.max_page_pixels:
+        raise InputRefused(
+            "too_many_pixels", f"page of {width}x{height} pixels exceeds the limit of {settings.max_page_pixels}"
+        )
+
+
+# --- PDF ------------------------------------------------------------------------------------
+
+
+def pdf_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
+    try:
+        pdf = pikepdf.open(path)
+    except pikepdf.PasswordError:
+        raise InputRefused("encrypted_pdf", "the PDF is encrypted and needs a password") from None
+    except (pikepdf.PdfError, OSError) as exc:
+        raise InputRefused("corrupt_file", f"the PDF cannot be read ({_first_line(exc)})") from None
+    with pdf:
+        if len(pdf.pages) == 0:
+            raise InputRefused("no_pages", "the PDF has no pages")
+        if len(pdf.pages) > settings.max_pages:
+            raise InputRefused("too_many_pages", f"{len(pdf.pages)} pages; the limit is {settings.max_pages}")
+        for index, page in enumerate(pdf.pages):
+            native = _native_page(page, settings)
+            yield native if native is not None else _render_page(path, index + 1, page, settings)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _native_page(page: pikepdf.Page, settings: Settings) -> RawPage | None:
+    """The page's own image when the page is exactly one image drawn over the whole page."""
+    try:
+        images = list(page.images.values())
+        if len(images) != 1 or not _draws_only_one_full_image(page):
+            return None
+        image = pikepdf.PdfImage(images[0])
+        width_pt = float(page.mediabox[2]) - float(page.mediabox[0])
+        dpi = int(round(image.width / (width_pt / 72)))
+        _check_pixels(image.width, image.height, settings)
+        rotation = int(page.obj.get("/Rotate", 0)) % 360
+        if image.filters == ["/DCTDecode"] and rotation == 0 and image.mode in ("L", "RGB"):
+            return RawPage(bytes(image.obj.read_raw_bytes()), "image/jpeg", dpi, 0, "native")
+        pil = image.as_pil_image()
+        if rotation:
+            pil = pil.rotate(-rotation, expand=True)
+        return RawPage(_encode_png(pil, dpi), "image/png", dpi, rotation, "native")
+    except InputRefused:
+        raise
+    except Exception:  # an image codec we cannot extract: fall back to rendering the page
+        return None
+
+
+def _draws_only_one_full_image(page: pikepdf.Page) -> bool:
+    """True when the content stream paints nothing but one image scaled to the media box."""
+    box = [float(v) for v in page.mediabox]
+    width, height = box[2] - box[0], box[3] - box[1]
+    drawn = 0
+    for operands, operator in pikepdf.parse_content_stream(page):
+        op = str(operator)
+        if op == "cm":
+            a, b, c, d = (float(v) for v in operands[:4])
+            full = abs(abs(a) - width) < 0.02 * width and abs(abs(d) - height) < 0.02 * height
+            swapped = abs(abs(b) - height) < 0.02 * height and abs(abs(c) - width) < 0.02 * width
+            if not (full or swapped or (a, b, c, d) == (1, 0, 0, 1)):
+                return False
+        elif op == "Do":
+            drawn += 1
+        elif op not in ("q", "Q", "gs"):
+            return False
+    return drawn == 1
+
+
+def _render_page(path: Path, number: int, page: pikepdf.Page, settings: Settings) -> RawPage:
+    from pdf2image import convert_from_path
+    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+
+    box = [float(v) for v in page.mediabox]
+    dpi = settings.render_dpi
+    _check_pixels(int((box[2] - box[0]) / 72 * dpi), int((box[3] - box[1]) / 72 * dpi), settings)
+    with tempfile.TemporaryDirectory(prefix="sohoa-render-") as tmp:
+        try:
+            files = convert_from_path(
+                path, dpi=dpi, first_page=number, last_page=number, fmt="png",
+                output_folder=tmp, paths_only=True, timeout=settings.page_timeout_s,
+            )
+        except (PDFPageCountError, PDFSyntaxError) as exc:
+            raise InputRefused("corrupt_file", f"page {number} cannot be rendered ({_first_line(exc)})") from None
+        if not files:
+            raise InputRefused("corrupt_file", f"page {number} cannot be rendered")
+        data = Path(files[0]).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        data = _encode_png(image, dpi)
+    return RawPage(data, "image/png", dpi, 0, "rendered")

@@ -1,0 +1,70 @@
+"""Taxonomy and procedure catalog, kept as package data (TOML) so they change without code.
+
+Both are hashed into the cache keys of the steps that use them: editing a data file reruns
+classification or verification, never OCR.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import lru_cache
+from importlib import resources
+
+from pydantic import BaseModel, Field
+
+from pipeline.keys import sha256_bytes
+
+
+class DocType(BaseModel):
+    code: str
+    label: str
+    patterns: list[str] = Field(default_factory=list)
+    priority: int = 0
+
+    def compiled(self) -> list[re.Pattern[str]]:
+        return [re.compile(p) for p in self.patterns]
+
+
+class Taxonomy(BaseModel):
+    types: list[DocType]
+    header_patterns: list[str]
+    digest: str
+
+    def codes(self) -> set[str]:
+        return {t.code for t in self.types}
+
+
+class Procedure(BaseModel):
+    code: str
+    name: str
+    required: list[str]
+    optional: list[str] = Field(default_factory=list)
+
+
+class Catalog(BaseModel):
+    procedures: dict[str, Procedure]
+    digest: str
+
+
+def _read(name: str) -> bytes:
+    return resources.files("pipeline").joinpath("data", name).read_bytes()
+
+
+@lru_cache(maxsize=1)
+def taxonomy() -> Taxonomy:
+    raw = _read("taxonomy.toml")
+    data = tomllib.loads(raw.decode())
+    return Taxonomy(
+        types=[DocType(**t) for t in data["types"]],
+        header_patterns=data.get("header", {}).get("patterns", []),
+        digest=sha256_bytes(raw)[:16],
+    )
+
+
+@lru_cache(maxsize=1)
+def catalog() -> Catalog:
+    raw = _read("catalog.toml")
+    data = tomllib.loads(raw.decode())
+    procedures = {p["code"]: Procedure(**p) for p in data["procedures"]}
+    return Catalog(procedures=procedures, digest=sha256_bytes(raw)[:16])

@@ -1,0 +1,130 @@
+"""``sohoa`` command line.
+
+``sohoa run`` processes each INPUT as one dossier through the Prefect flow. With no
+``PREFECT_API_URL`` set, Prefect runs on its embedded (ephemeral) API: nothing to start.
+One line per dossier is printed (JSON with ``--json``); a bad input is reported on its own
+line and never stops the others. Prefect is imported only when a flow has to run, so the
+rest of the package stays importable without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import ExitCode
+from pipeline.models import Outcome, Reason
+
+_PREFECT_DEFAULTS = {
+    # the first flow with a fresh PREFECT_HOME can take ~20 s to start the embedded server on 2 cores
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "sohoa",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sohoa", description="Digitize scanned dossiers into a verified archive.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="process each INPUT (file or folder) as one dossier")
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="PDF, TIFF, JPEG/PNG file, or a folder of page images")
+    run.add_argument("--archive", help="archive store URL: DIR, file://DIR or s3://bucket/prefix (default: SOHOA_ARCHIVE)")
+    run.add_argument("--work", help="work store URL for page images and cached step results (default: SOHOA_WORK)")
+    run.add_argument("--procedure", help="procedure code such as 1.001193, when not printed on the receipt")
+    run.add_argument("--refresh", action="append", default=[], metavar="STEP",
+                     help="recompute STEP and every step after it even if cached (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per dossier")
+    run.add_argument("-q", "--quiet", action="store_true", help="only print results (no progress logs)")
+    synth = commands.add_parser("synth", help="write a synthetic labelled dossier (for demos and tests)")
+    synth.add_argument("out", type=Path)
+    synth.add_argument("--procedure", default="1.001193")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--format", default="pdf", choices=["pdf", "tiff", "png-dir", "jpeg-dir", "text-pdf"])
+    return parser
+
+
+def _print(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print(outcome.model_dump_json(exclude_none=True), flush=True)
+        return
+    if outcome.status in ("refused", "failed"):
+        reason = outcome.reason
+        print(f"{outcome.input}: {outcome.status.upper()} {reason.code if reason else ''}: {reason.message if reason else ''}",
+              flush=True)
+        return
+    cached = f", cached: {'+'.join(outcome.cached_steps)}" if outcome.cached_steps else ""
+    print(f"{outcome.input}: {outcome.status} {outcome.dossier_id} ({outcome.pages} pages, "
+          f"{', '.join(outcome.documents)}; {outcome.duration_s:.1f} s{cached}) -> {outcome.manifest}", flush=True)
+
+
+def _progress_to_stderr() -> None:
+    """Page-level progress of long dossiers: Prefect's console handler prints it on stderr."""
+    logging.getLogger("sohoa").setLevel(logging.INFO)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    for name, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if args.quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    else:
+        _progress_to_stderr()
+    if args.work:
+        os.environ["SOHOA_WORK"] = args.work
+    from pydantic import ValidationError
+
+    from pipeline.settings import Settings
+    from storage import StorageError, open_store
+
+    try:
+        settings = Settings(**({"archive": args.archive} if args.archive else {}))
+        for url in (settings.archive, settings.work):
+            open_store(url).ensure_ready()
+    except (ValidationError, StorageError, ValueError) as exc:
+        print(f"sohoa: configuration error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    from flows.process import STEPS, process_dossier
+
+    bad = [step for step in args.refresh if step not in STEPS]
+    if bad:
+        print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
+        return ExitCode.usage
+    code = ExitCode.ok
+    for item in args.inputs:
+        try:
+            outcome = process_dossier(source=item, archive=settings.archive, procedure=args.procedure,
+                                      refresh=args.refresh or None)
+        except KeyboardInterrupt:
+            return ExitCode.interrupted
+        except Exception as exc:  # one dossier's failure never stops the others
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            outcome = Outcome(input=item, status="failed", reason=Reason(code=type(exc).__name__, message=message))
+        if outcome.status == "refused":
+            code = max(code, ExitCode.refused)
+        elif outcome.status == "failed":
+            code = max(code, ExitCode.failed)
+        _print(outcome, args.json)
+    return code
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pipeline import synth
+
+    truth = synth.make_dossier(args.out, procedure=args.procedure, seed=args.seed, fmt=args.format)
+    print(json.dumps({"files": truth.files, "dossier_code": truth.dossier_code, "pages": len(truth.pages)}))
+    return ExitCode.ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": cmd_run, "synth": cmd_synth}
+    return int(handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Typed refusals and exit codes.
+
+A refusal is an expected outcome for bad input: it carries a stable machine-readable ``code``
+(written to the quarantine reason object) and a one-line human message. Anything else that
+escapes a step is a failure of the system, not of the input.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """``sohoa run`` exit codes (documented in README)."""
+
+    ok = 0  # every input archived (whatever its verification status)
+    usage = 2  # bad command line or settings
+    refused = 3  # at least one input refused and quarantined; others archived
+    failed = 4  # at least one dossier failed (storage, OCR engine, ...)
+    interrupted = 130
+
+
+class InputRefused(Exception):
+    """Bad input: ends in quarantine with ``code`` as reason, never a traceback."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class OcrError(RuntimeError):
+    """The OCR engine failed on a page that is not itself bad input (missing engine, timeout)."""

@@ -1,0 +1,190 @@
+"""Pydantic models for everything that crosses a step or process boundary.
+
+Each step is a function from one of these models to another, so a step's result can be
+persisted (as JSON) by the orchestration layer and reused by any later process. Step results
+carry the cache key that produced them: the next step's key is derived from it, which makes
+the chain of keys a Merkle chain over input content, step versions and settings.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_SCHEMA_ID = "sohoa.manifest/1"
+
+Status = Literal["passed", "needs_review", "rejected"]
+Severity = Literal["info", "warning", "error", "fatal"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceInfo(_Model):
+    """What was received, identified by content: the archive keeps these bytes as they are."""
+
+    name: str = Field(description="File or folder name as received (display only, never a key)")
+    sha256: str = Field(description="SHA-256 of the file; for a folder, of its files' hashes in page order")
+    size: int = Field(description="Bytes received (sum of files for a folder)")
+    media_type: str = Field(description="Detected from content, not from the name")
+    files: list[str] = Field(default_factory=list, description="Page files of a folder, natural order")
+
+
+class PageImage(_Model):
+    """A captured page: the image as scanned, stored content-addressed in the work store."""
+
+    n: int
+    key: str = Field(description="Work-store key of the page image")
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    dpi: int
+    rotation: int = Field(0, description="Degrees clockwise applied to make the page upright")
+    skew: float = Field(0.0, description="Measured skew of text lines in degrees (not corrected)")
+    blank: bool = False
+    origin: Literal["native", "rendered", "image"] = Field(
+        description="native: a PDF page's own image; rendered: rasterized PDF page; image: an image file"
+    )
+
+
+class CaptureResult(_Model):
+    key: str
+    source: SourceInfo
+    pages: list[PageImage]
+
+
+class Word(_Model):
+    text: str
+    box: tuple[int, int, int, int] = Field(description="left, top, width, height in page pixels")
+    conf: float
+    line: int = Field(description="Line index on the page, in reading order")
+
+
+class OcrPage(_Model):
+    n: int
+    text: str = Field(description="Page text, NFC")
+    words: list[Word]
+    confidence: float = Field(description="Mean word confidence 0-100 (0 for a page without words)")
+    text_layer_key: str = Field(description="Work-store key of the page's invisible-text PDF")
+    duration_s: float
+
+
+class OcrResult(_Model):
+    key: str
+    engine: str = Field(description="Tesseract version line")
+    languages: str
+    pages: list[OcrPage]
+    searchable_pdf_key: str = Field(description="Work-store key of the dossier's searchable PDF")
+
+
+class Document(_Model):
+    type: str = Field(description="Taxonomy code")
+    confidence: float = Field(ge=0, le=1)
+    pages: list[int]
+    title: str | None = Field(None, description="Title line the type was read from")
+    fields: dict[str, str | list[str]] = Field(default_factory=dict)
+
+
+class ClassifyResult(_Model):
+    key: str
+    documents: list[Document]
+    procedure: str | None
+    procedure_source: Literal["receipt", "caller", "none"]
+    fields: dict[str, str | list[str]] = Field(default_factory=dict)
+
+
+class Check(_Model):
+    id: str
+    ok: bool
+    severity: Severity
+    message: str
+    values: dict[str, str | int | float | list[str] | None] = Field(default_factory=dict)
+
+
+class Verification(_Model):
+    checks: list[Check]
+    missing: list[str] = Field(default_factory=list)
+
+
+class VerifyResult(_Model):
+    key: str
+    status: Status
+    verification: Verification
+
+
+class StepRecord(_Model):
+    version: str
+    cache_key: str
+    cached: bool
+    duration_s: float
+
+
+class FileRef(_Model):
+    key: str
+    sha256: str
+    size: int
+
+
+class ManifestPage(_Model):
+    n: int
+    sha256: str
+    width: int
+    height: int
+    dpi: int
+    rotation: int
+    skew: float
+    blank: bool
+    ocr_confidence: float
+    text: str
+
+
+class Manifest(_Model):
+    """The archive's record of one dossier; written last, so its presence marks a complete archive."""
+
+    schema_id: Literal["sohoa.manifest/1"] = Field(MANIFEST_SCHEMA_ID, alias="schema")
+    dossier_id: str
+    procedure: str | None
+    status: Status
+    source: SourceInfo
+    pages: list[ManifestPage]
+    documents: list[Document]
+    verification: Verification
+    fields: dict[str, str | list[str]]
+    steps: dict[str, StepRecord]
+    files: dict[str, FileRef]
+    created_at: str = Field(description="UTC ISO-8601 time the archive was written")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+class ArchiveResult(_Model):
+    dossier_id: str
+    prefix: str
+    manifest_url: str
+    manifest: Manifest
+
+
+class Reason(_Model):
+    code: str
+    message: str
+
+
+class Outcome(_Model):
+    """What ``sohoa run`` reports per input: one JSON line each."""
+
+    input: str
+    status: Literal["passed", "needs_review", "rejected", "refused", "failed"]
+    dossier_id: str | None = None
+    manifest: str | None = None
+    pages: int | None = None
+    documents: list[str] = Field(default_factory=list)
+    cached_steps: list[str] = Field(default_factory=list)
+    duration_s: float | None = None
+    reason: Reason | None = None
+    quarantine: str | None = None

@@ -1,0 +1,47 @@
+"""Quarantine: a refused or failed input, kept with a machine-readable reason.
+
+The key never uses the input's name (names can be hostile); the name is kept, escaped, inside
+the reason object. The input itself is only copied, never moved or deleted here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from storage import Store
+
+
+class QuarantineReason(BaseModel):
+    code: str
+    message: str
+    input_name: str
+    sha256: str | None
+    step: str
+    at: str
+    files: list[str]
+
+
+def safe_name(name: str) -> str:
+    """A display form of a possibly hostile name: control characters and surrogates escaped."""
+    return ascii(name)[1:-1] if any(not ch.isprintable() or "\ud800" <= ch <= "\udfff" for ch in name) else name
+
+
+def quarantine(store: Store, path: Path, *, code: str, message: str, step: str, sha256: str | None = None) -> str:
+    """Copy ``path`` (file or folder) under ``quarantine/<id>/`` with ``reason.json``; return the prefix."""
+    stamp = datetime.now(UTC)
+    prefix = f"quarantine/{stamp:%Y%m%dT%H%M%SZ}-{(sha256 or uuid.uuid4().hex)[:12]}/"
+    files: list[str] = []
+    sources = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else ([path] if path.is_file() else [])
+    for index, file in enumerate(sources, start=1):
+        key = f"{prefix}input/{index:04d}"
+        store.put_file(key, file, content_type="application/octet-stream")
+        files.append(key)
+    reason = QuarantineReason(code=code, message=message, input_name=safe_name(str(path)), sha256=sha256,
+                              step=step, at=stamp.isoformat(timespec="seconds"), files=files)
+    store.put_bytes(prefix + "reason.json", reason.model_dump_json(indent=2).encode(), content_type="application/json")
+    return prefix

@@ -1,0 +1,47 @@
+"""Settings for every step, read from the environment (prefix ``SOHOA_``) or passed in.
+
+Each step declares which of these fields enter its cache key (see ``pipeline.keys``), so a
+change to one step's settings reruns that step and the ones after it, and nothing before.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/sohoa`` (``~/.local/share/sohoa``): a stable place, whatever the cwd."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sohoa"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOHOA_", extra="ignore")
+
+    archive: str = Field(
+        default_factory=lambda: str(default_data_dir() / "archive"),
+        description="Archive store URL: a directory, file://DIR or s3://bucket/prefix",
+    )
+    work: str = Field(
+        default_factory=lambda: str(default_data_dir() / "work"),
+        description="Work store URL for page images and persisted step results (same forms as archive)",
+    )
+    # capture
+    render_dpi: int = Field(300, ge=72, le=1200, description="DPI for rasterizing PDF pages that are not a single image")
+    max_input_bytes: int = Field(1 << 30, description="Refuse inputs larger than this")
+    max_pages: int = Field(2000, description="Refuse dossiers with more pages")
+    max_page_pixels: int = Field(200_000_000, description="Refuse pages with more pixels (decompression bombs)")
+    # ocr
+    tesseract_cmd: str = Field("tesseract", description="Tesseract executable")
+    languages: str = Field("vie+eng", description="Tesseract languages")
+    psm: int = Field(3, ge=0, le=13, description="Tesseract page segmentation mode")
+    jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel tesseract processes")
+    page_timeout_s: float = Field(300.0, gt=0, description="Give up on a page after this many seconds")
+    # classify
+    title_lines: int = Field(12, ge=1, description="Lines from the top of a page searched for a document title")
+    # verify
+    min_page_confidence: float = Field(60.0, ge=0, le=100, description="Pages below this mean OCR confidence get a warning")

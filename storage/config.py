@@ -1,0 +1,97 @@
+"""S3 connection settings, read from ``SOHOA_S3_*`` environment variables.
+
+Kept separate from the store so flows, CLIs and tests can build settings
+from the environment (or override them) without touching S3.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["S3Settings"]
+
+_MIB = 1024 * 1024
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class S3Settings(BaseSettings):
+    """Where and how to reach the S3-compatible server.
+
+    ``endpoint`` may be ``host:port`` or a URL ``http(s)://host:port``; with a
+    URL the scheme decides TLS.  Without a scheme, ``secure`` decides, and
+    when that is unset TLS is off only for loopback hosts (local emulators)
+    so a bare production hostname never silently goes out in clear text.
+    Credentials fall back to the standard ``AWS_*`` variables.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SOHOA_S3_", extra="ignore", populate_by_name=True)
+
+    endpoint: str = "127.0.0.1:9000"
+    access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("access_key", "SOHOA_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("secret_key", "SOHOA_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    secure: bool | None = None
+    region: str = "us-east-1"
+    create_bucket: bool = True
+    #: Multipart part size and the largest object sent as one conditional PUT.
+    part_size: int = Field(default=64 * _MIB, ge=5 * _MIB, le=5 * 1024 * _MIB)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("endpoint must not be empty")
+        parts = urlsplit(value if "://" in value else f"//{value}")
+        if "://" in value and parts.scheme not in ("http", "https"):
+            raise ValueError(f"endpoint scheme must be http or https, not {parts.scheme!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("endpoint must be host[:port] or http(s)://host[:port] without a path")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in access_key/secret_key, not in the endpoint")
+        if not parts.hostname:
+            raise ValueError("endpoint has no host")
+        return value
+
+    @model_validator(mode="after")
+    def _check_scheme_vs_secure(self) -> "S3Settings":
+        scheme = self._scheme
+        if scheme and self.secure is not None and self.secure != (scheme == "https"):
+            raise ValueError(f"endpoint scheme {scheme!r} contradicts secure={self.secure}")
+        return self
+
+    @property
+    def _scheme(self) -> str | None:
+        return urlsplit(self.endpoint).scheme.lower() if "://" in self.endpoint else None
+
+    @property
+    def host_port(self) -> str:
+        """``host[:port]`` as the minio SDK wants it (no scheme)."""
+        return urlsplit(self.endpoint if "://" in self.endpoint else f"//{self.endpoint}").netloc
+
+    @property
+    def is_secure(self) -> bool:
+        """Whether to use TLS (see class docstring for the rule)."""
+        scheme = self._scheme
+        if scheme:
+            return scheme == "https"
+        if self.secure is not None:
+            return self.secure
+        host = urlsplit(f"//{self.endpoint}").hostname or ""
+        return not _is_loopback(host)

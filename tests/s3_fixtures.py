@@ -1,0 +1,159 @@
+"""Pytest plugin: a real S3 emulator (ministack) for the whole test session.
+
+Load with ``-p tests.s3_fixtures`` (or ``pytest_plugins = ["tests.s3_fixtures"]``).
+S3 tests never skip: CI must exercise the S3 backend, so a missing emulator
+is a hard failure that says how to install it (``scripts/s3-server --install``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from storage.config import S3Settings
+
+REPO = Path(__file__).resolve().parent.parent
+HEALTH_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Connection details of the session's emulator."""
+
+    endpoint: str  # "127.0.0.1:PORT" (what minio wants)
+    access_key: str
+    secret_key: str
+    region: str
+    url: str  # "http://127.0.0.1:PORT"
+    log_path: Path
+
+
+def _ministack_binary() -> Path:
+    env = os.environ.get("SOHOA_MINISTACK")
+    candidate = Path(env) if env else REPO / ".venv-s3" / "bin" / "ministack"
+    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+        source = "SOHOA_MINISTACK" if env else "the default location"
+        pytest.fail(
+            f"S3 emulator not found at {candidate} ({source}); run `scripts/s3-server --install` "
+            "or set SOHOA_MINISTACK to a ministack binary",
+            pytrace=False,
+        )
+    return candidate
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_ministack/health", timeout=1) as resp:
+            body = json.loads(resp.read())
+    except (OSError, ValueError):
+        return False
+    return body.get("services", {}).get("s3") == "available"
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Start ministack on a free port with a temp data dir; stop it at session end."""
+    binary = _ministack_binary()
+    base = tmp_path_factory.mktemp("ministack")
+    data_dir = base / "data"
+    data_dir.mkdir()
+    log_path = base / "ministack.log"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
+        "SERVICES": "s3",
+        "S3_PERSIST": "1",
+        "S3_DATA_DIR": str(data_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(binary)], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base
+        )
+    try:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while not _healthy(url):
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"ministack exited with code {proc.returncode} before becoming healthy; "
+                    f"log {log_path}:\n{_log_tail(log_path)}",
+                    pytrace=False,
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"ministack not healthy on {url} after {HEALTH_TIMEOUT_S:.0f}s; "
+                    f"log {log_path}:\n{_log_tail(log_path)}",
+                    pytrace=False,
+                )
+            time.sleep(0.1)
+        yield S3Server(
+            endpoint=f"127.0.0.1:{port}",
+            access_key="sohoa-test",
+            secret_key="sohoa-test-secret",
+            region="us-east-1",
+            url=url,
+            log_path=log_path,
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_settings(s3_server: S3Server) -> S3Settings:
+    """Settings for the session server, independent of the caller's environment."""
+    return S3Settings(
+        endpoint=s3_server.url,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        region=s3_server.region,
+        create_bucket=True,
+    )
+
+
+@pytest.fixture
+def s3_store_url() -> str:
+    """A fresh bucket (and a nested prefix) per test, so tests never see each other's objects."""
+    return f"s3://t-{uuid.uuid4().hex[:8]}/pre/fix"
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """Export SOHOA_S3_* so subprocesses (CLI tests) reach the session server."""
+    monkeypatch.setenv("SOHOA_S3_ENDPOINT", s3_server.url)
+    monkeypatch.setenv("SOHOA_S3_ACCESS_KEY", s3_server.access_key)
+    monkeypatch.setenv("SOHOA_S3_SECRET_KEY", s3_server.secret_key)
+    monkeypatch.setenv("SOHOA_S3_REGION", s3_server.region)
+    monkeypatch.delenv("SOHOA_S3_SECURE", raising=False)
+    return s3_server
