@@ -24,7 +24,7 @@ from pipeline import classify as classifying
 from pipeline import verify as verifying
 from pipeline.errors import InputRefused
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Reason, SourceInfo, StepRecord, VerifyResult,
+    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Reason, Refusal, SourceInfo, StepRecord, VerifyResult,
 )
 from pipeline.quarantine import quarantine
 from pipeline.settings import Settings
@@ -35,8 +35,12 @@ _PERSISTED = dict(cache_policy=STEP_KEY, persist_result=True, result_serializer=
 
 
 @task(name="capture", **_PERSISTED)
-def capture_task(path: str, source: SourceInfo, settings: Settings, key: str) -> CaptureResult:
-    return capturing.capture(Path(path), source, open_store(settings.work), settings, key)
+def capture_task(path: str, source: SourceInfo, settings: Settings, key: str) -> CaptureResult | Refusal:
+    """Bad input is a result (a Refusal), not a task failure: no traceback, and the verdict is cached."""
+    try:
+        return capturing.capture(Path(path), source, open_store(settings.work), settings, key)
+    except InputRefused as refusal:
+        return Refusal(code=refusal.code, message=refusal.message)
 
 
 @task(name="ocr", **_PERSISTED)
@@ -107,6 +111,8 @@ def process_dossier(
         info = capturing.describe_source(path, settings)
         run = _Runner(settings, _from_first(refresh or []))
         captured = run(capture_task, capturing.VERSION, capturing.capture_key(info, settings), str(path), info, settings)
+        if isinstance(captured, Refusal):
+            raise InputRefused(captured.code, captured.message)
         log.info("captured %d pages from %s", len(captured.pages), info.media_type)
         ocr = run(ocr_task, engine.VERSION, engine.ocr_key(captured, settings), captured, settings)
         classified = run(classify_task, classifying.VERSION, classifying.classify_key(ocr, settings, procedure),
@@ -119,7 +125,7 @@ def process_dossier(
         where = quarantine(open_store(settings.archive), path, code=refusal.code, message=refusal.message,
                            step="capture", sha256=info.sha256 if info else None)
         return Outcome(input=source, status="refused", reason=Reason(code=refusal.code, message=refusal.message),
-                       quarantine=open_store(settings.archive).url_for(where), duration_s=_since(started))
+                       quarantine=open_store(settings.archive).url_for(where + "reason.json"), duration_s=_since(started))
     except Exception as exc:
         _quarantine_failure(settings, path, exc, info)
         raise

@@ -15,11 +15,14 @@ from pathlib import Path
 from ocr import pdf as searchable
 from ocr import tesseract
 from pipeline.keys import step_key
-from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, Word
+from pydantic import TypeAdapter
+
+from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
 from pipeline.settings import Settings
 from storage import Store, materialize
 
-VERSION = "1"
+VERSION = "2"  # 2: words moved out of the result into words.json
+_WORDS = TypeAdapter(list[PageWords])
 log = logging.getLogger("sohoa.ocr")
 
 
@@ -59,7 +62,7 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
     with tempfile.TemporaryDirectory(prefix="sohoa-ocr-") as tmp:
         workdir = Path(tmp)
 
-        def one(page: PageImage) -> tuple[OcrPage, Path, Path]:
+        def one(page: PageImage) -> tuple[OcrPage, Path, Path, list[Word]]:
             image = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
             started = time.perf_counter()
             out = tesseract.ocr_page(
@@ -70,11 +73,11 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
             store.put_file(layer_key, out.pdf, content_type="application/pdf")
             words = parse_tsv(out.tsv)
             confidence = round(sum(w.conf for w in words) / len(words), 2) if words else 0.0
-            result = OcrPage(n=page.n, text=out.text.strip(), words=words, confidence=confidence,
+            result = OcrPage(n=page.n, text=out.text.strip(), word_count=len(words), confidence=confidence,
                              text_layer_key=layer_key, duration_s=round(time.perf_counter() - started, 3))
-            return result, image, out.pdf
+            return result, image, out.pdf, words
 
-        results: dict[int, tuple[OcrPage, Path, Path]] = {}
+        results: dict[int, tuple[OcrPage, Path, Path, list[Word]]] = {}
         with ThreadPoolExecutor(max_workers=min(settings.jobs, total)) as pool:
             futures = [pool.submit(one, page) for page in capture.pages]
             for count, future in enumerate(as_completed(futures), start=1):
@@ -82,15 +85,22 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
                 results[page_result[0].n] = page_result
                 # logged from the calling thread, where the orchestrator's run context lives
                 log.info("OCR %d/%d pages (page %d: %d words, confidence %.1f)", count, total,
-                         page_result[0].n, len(page_result[0].words), page_result[0].confidence)
+                         page_result[0].n, page_result[0].word_count, page_result[0].confidence)
         done = [results[page.n] for page in capture.pages]
         pdf_path = workdir / "searchable.pdf"
         searchable.assemble(
-            [(page, image, layer) for page, (_, image, layer) in zip(capture.pages, done)], pdf_path
+            [(page, image, layer) for page, (_, image, layer, _) in zip(capture.pages, done)], pdf_path
         )
+        words_key = f"ocr/{key}/words.json"
+        store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=r.n, words=w) for r, _, _, w in done]),
+                        content_type="application/json")
         pdf_key = f"ocr/{key}/searchable.pdf"
         store.put_file(pdf_key, pdf_path, content_type="application/pdf")
     return OcrResult(
         key=key, engine=tesseract.version(settings.tesseract_cmd), languages=settings.languages,
-        pages=[page for page, _, _ in done], searchable_pdf_key=pdf_key,
+        pages=[page for page, _, _, _ in done], words_key=words_key, searchable_pdf_key=pdf_key,
     )
+
+
+def load_words(store: Store, result: OcrResult) -> list[PageWords]:
+    return _WORDS.validate_json(store.get_bytes(result.words_key))

@@ -84,9 +84,8 @@ def archive(
             files["original"] = put_verified(store, f"{prefix}original{ext}", source, capture.source.media_type)
         pdf = materialize(work, ocr.searchable_pdf_key, workdir / "searchable.pdf")
         files["searchable_pdf"] = put_verified(store, f"{prefix}{ident}.pdf", pdf, "application/pdf")
-        words = workdir / "ocr.json"
-        words.write_text(json.dumps([p.model_dump(exclude={"text_layer_key"}) for p in ocr.pages], ensure_ascii=False))
-        files["ocr_words"] = put_verified(store, f"{prefix}ocr.json", words, "application/json")
+        words = materialize(work, ocr.words_key, workdir / "words.json")
+        files["ocr_words"] = put_verified(store, f"{prefix}words.json", words, "application/json")
     steps = {**steps, "archive": StepRecord(
         version=VERSION, cache_key=archive_key(verified, store), cached=False,
         duration_s=round(time.perf_counter() - started, 3))}

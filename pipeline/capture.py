@@ -33,7 +33,9 @@ EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
 
 
 def key_settings(settings: Settings) -> dict:
-    return {"render_dpi": settings.render_dpi, "max_page_pixels": settings.max_page_pixels}
+    """Everything that changes what capture produces, refusals included."""
+    return {"render_dpi": settings.render_dpi, "max_page_pixels": settings.max_page_pixels,
+            "max_pages": settings.max_pages, "max_input_bytes": settings.max_input_bytes}
 
 
 @dataclass
@@ -220,8 +222,9 @@ def _first_line(exc: BaseException) -> str:
 def _native_page(page: pikepdf.Page, settings: Settings) -> RawPage | None:
     """The page's own image when the page is exactly one image drawn over the whole page."""
     try:
-        images = list(page.images.values())
-        if len(images) != 1 or not _draws_only_one_full_image(page):
+        xobjects = page.obj.get("/Resources", pikepdf.Dictionary()).get("/XObject", pikepdf.Dictionary())
+        images = [x for x in xobjects.values() if x.get("/Subtype") == "/Image"]
+        if len(xobjects) != 1 or len(images) != 1 or not _draws_only_one_full_image(page):
             return None
         image = pikepdf.PdfImage(images[0])
         width_pt = float(page.mediabox[2]) - float(page.mediabox[0])

@@ -89,11 +89,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"sohoa: configuration error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return ExitCode.usage
     from flows.process import STEPS, process_dossier
+    from flows.result_storage import result_storage_for
 
     bad = [step for step in args.refresh if step not in STEPS]
     if bad:
         print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
         return ExitCode.usage
+    try:
+        result_storage_for(settings.work)  # once per process, before the first dossier
+    except Exception as exc:
+        print(f"sohoa: cannot reach Prefect or the work store: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.failed
     code = ExitCode.ok
     for item in args.inputs:
         try:

@@ -63,10 +63,15 @@ class Word(_Model):
     line: int = Field(description="Line index on the page, in reading order")
 
 
+class PageWords(_Model):
+    n: int
+    words: list[Word]
+
+
 class OcrPage(_Model):
     n: int
     text: str = Field(description="Page text, NFC")
-    words: list[Word]
+    word_count: int
     confidence: float = Field(description="Mean word confidence 0-100 (0 for a page without words)")
     text_layer_key: str = Field(description="Work-store key of the page's invisible-text PDF")
     duration_s: float
@@ -77,6 +82,8 @@ class OcrResult(_Model):
     engine: str = Field(description="Tesseract version line")
     languages: str
     pages: list[OcrPage]
+    words_key: str = Field(description="Work-store key of every page's words with boxes (JSON list of PageWords);"
+                           " kept out of this result so that a cached step loads fast")
     searchable_pdf_key: str = Field(description="Work-store key of the dossier's searchable PDF")
 
 
@@ -171,6 +178,13 @@ class ArchiveResult(_Model):
 
 
 class Reason(_Model):
+    code: str
+    message: str
+
+
+class Refusal(_Model):
+    """A capture step's verdict that the input is bad: a result, so it is cached like one."""
+
     code: str
     message: str
 

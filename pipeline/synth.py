@@ -505,9 +505,29 @@ def _receipt(c: Context) -> list[PageLayout]:
     return [b.done()]
 
 
+_ABOVE_TONES = {"\u0300", "\u0301", "\u0303", "\u0309"}  # grave, acute, tilde, hook above
+
+
+def _risky(word: str) -> bool:
+    """Stacked marks above (ấ/ẩ, ắ/ẳ, ế/ể, ố/ổ ...): the vie model often swaps the tone."""
+    for ch in word:
+        d = unicodedata.normalize("NFD", ch)
+        if len(d) > 2 and d[1] in {"\u0302", "\u0306"} and d[2] in _ABOVE_TONES:
+            return True
+    return False
+
+
+def _key_word(name: str) -> str:
+    """A distinctive word of a personal name that OCR reads reliably (not the surname)."""
+    words = name.split()
+    for w in reversed(words[1:]):
+        if not _risky(w) and len(w) > 2:
+            return w
+    return words[-1]
+
+
 def _name_words(name: str) -> list[str]:
-    """The given name (last word) – the surname is too common to be distinctive."""
-    return [_last_word(name)]
+    return [_key_word(name)]
 
 
 def _kinh_gui(b: Builder, c: Context) -> None:
@@ -586,7 +606,7 @@ def _date_words(d: date) -> str:
 
 def _giay_chung_sinh(c: Context) -> list[PageLayout]:
     m = c.applicant if c.applicant.female else c.partner
-    b = Builder("giay_chung_sinh", True, ["CHỨNG", "SINH", _last_word(c.child_name)])
+    b = Builder("giay_chung_sinh", True, ["CHỨNG", "SINH", _key_word(c.child_name)])
     b.header_two_columns(["SỞ Y TẾ QUẢNG NINH", "BỆNH VIỆN SẢN NHI"])
     b.advance(8)
     b.line(f"Số: {c.rng.randint(100, 999)}/GCS", indent=0)
@@ -613,7 +633,7 @@ def _giay_chung_sinh(c: Context) -> list[PageLayout]:
 
 def _to_khai_ket_hon(c: Context) -> list[PageLayout]:
     bride, groom = (c.applicant, c.partner) if c.applicant.female else (c.partner, c.applicant)
-    b = Builder("to_khai_ket_hon", True, ["KẾT", "HÔN", _last_word(bride.name), _last_word(groom.name)])
+    b = Builder("to_khai_ket_hon", True, ["KẾT", "HÔN", _key_word(bride.name), _key_word(groom.name)])
     b.motto()
     b.title(DOC_TITLES["to_khai_ket_hon"])
     _kinh_gui(b, c)
@@ -637,7 +657,7 @@ def _to_khai_ket_hon(c: Context) -> list[PageLayout]:
 
 def _xac_nhan_hon_nhan(c: Context, who: Person | None = None) -> list[PageLayout]:
     p = who or (c.partner if c.applicant.female else c.applicant)
-    b = Builder("xac_nhan_tinh_trang_hon_nhan", True, ["TÌNH", "TRẠNG", "HÔN", _last_word(p.name)])
+    b = Builder("xac_nhan_tinh_trang_hon_nhan", True, ["TÌNH", "TRẠNG", "HÔN", _key_word(p.name)])
     b.header_two_columns([c.agency, f"Số: {c.rng.randint(10, 400)}/XNTTHN"])
     b.title(DOC_TITLES["xac_nhan_tinh_trang_hon_nhan"])
     b.advance(4)
@@ -662,7 +682,7 @@ def _giay_de_nghi_hkd(c: Context) -> list[PageLayout]:
     a = c.applicant
     kind, trade = c.business
     bname = f"Hộ kinh doanh {kind} {_last_word(a.name)}"
-    b = Builder("giay_de_nghi_dang_ky_hkd", True, ["ĐỀ", "NGHỊ", "KINH", "DOANH", _last_word(a.name)])
+    b = Builder("giay_de_nghi_dang_ky_hkd", True, ["ĐỀ", "NGHỊ", "KINH", "DOANH", _key_word(a.name)])
     b.motto()
     b.title(DOC_TITLES["giay_de_nghi_dang_ky_hkd"])
     _kinh_gui(b, c)
@@ -690,7 +710,7 @@ def _giay_de_nghi_hkd(c: Context) -> list[PageLayout]:
 
 def _hop_dong(c: Context) -> list[PageLayout]:
     owner, tenant = c.partner, c.applicant
-    b = Builder("hop_dong", True, ["HỢP", "ĐỒNG", "THUÊ", _last_word(owner.name)])
+    b = Builder("hop_dong", True, ["HỢP", "ĐỒNG", "THUÊ", _key_word(owner.name)])
     b.motto()
     b.title(DOC_TITLES["hop_dong"])
     start = c.received - timedelta(days=20)
@@ -715,7 +735,7 @@ def _hop_dong(c: Context) -> list[PageLayout]:
 
 def _giay_uy_quyen(c: Context) -> list[PageLayout]:
     a, p = c.applicant, c.partner
-    b = Builder("giay_uy_quyen", True, ["QUYỀN", _last_word(a.name), _last_word(p.name)])
+    b = Builder("giay_uy_quyen", True, ["QUYỀN", _key_word(a.name), _key_word(p.name)])
     b.motto()
     b.title(DOC_TITLES["giay_uy_quyen"])
     for label, q in (("Bên ủy quyền", a), ("Bên được ủy quyền", p)):
@@ -766,7 +786,7 @@ def _can_cuoc(c: Context) -> list[PageLayout]:
     holders = [c.applicant, c.partner]
     p = holders[c.cards_done % 2]
     c.cards_done += 1
-    b = Builder("can_cuoc", True, ["CĂN", "CƯỚC", _last_word(p.name)])
+    b = Builder("can_cuoc", True, ["CĂN", "CƯỚC", _key_word(p.name)])
     k = CARD_SCALE
     W, H = CARD_W * k, CARD_H * k
     x0 = (PAGE_W - W) / 2
@@ -1005,7 +1025,8 @@ def write_text_pdf(layouts: list[PageLayout], path: Path, dpi: int = 300) -> Non
     from reportlab.pdfgen import canvas
 
     _register_rl_fonts()
-    cv = canvas.Canvas(str(path), pagesize=(PAGE_W, PAGE_H), invariant=1, pageCompression=1)
+    cv = canvas.Canvas(str(path), pagesize=(PAGE_W, PAGE_H), invariant=1, pageCompression=1,
+                       initialFontName=_RL_FONTS["serif"], initialFontSize=BODY, lang="vi")
     cv.setTitle("Hồ sơ tổng hợp (sohoa synth)")
     cv.setAuthor("sohoa")
     cv.setCreator("sohoa pipeline.synth")

@@ -27,7 +27,6 @@ from .local import LocalStore
 from .files import materialize
 
 if TYPE_CHECKING:
-    from .files import materialize
     from .s3 import S3Store
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "StorageError",
     "Store",
     "open_store",
-    "materialize",
     "materialize",
     "validate_key",
 ]
@@ -82,9 +80,4 @@ def __getattr__(name: str) -> object:
         from .s3 import S3Store
 
         return S3Store
-    if name == "materialize":
-        # storage/files.py is owned by the pipeline work; re-exported for `from storage import materialize`.
-        from .files import materialize
-
-        return materialize
     raise AttributeError(name)

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real S3 server (ministack), real Prefect, real Tesseract, generated dossiers.
+
+Prefect settings are read when Prefect is first imported, so the environment for the test
+session (a private PREFECT_HOME, no telemetry, a generous embedded-server start-up timeout)
+is set here, at import time, before any test module imports a flow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="sohoa-test-prefect-")
+os.environ.update({
+    "PREFECT_HOME": _PREFECT_HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+})
+os.environ.pop("PREFECT_API_URL", None)
+
+pytest_plugins = ["tests.s3_fixtures"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.fixture(scope="session")
+def birth_pdf(synth_dir: Path):
+    """A complete birth-registration dossier (receipt with QR and code, 5 pages), image-only PDF."""
+    from pipeline import synth
+
+    out = synth_dir / "khai-sinh.pdf"
+    truth = synth.make_dossier(out, procedure="1.001193", seed=0, fmt="pdf")
+    return out, truth
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    from pipeline.settings import Settings
+
+    return Settings(archive=str(tmp_path / "archive"), work=str(tmp_path / "work"))
+
+
+@pytest.fixture
+def work_store(settings):
+    from storage import open_store
+
+    store = open_store(settings.work)
+    store.ensure_ready()
+    return store
