@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="recompute STEP and every step after it even if cached (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object per dossier")
     run.add_argument("-q", "--quiet", action="store_true", help="only print results (no progress logs)")
+    commands.add_parser("schema", help="print the JSON Schema of manifest.json")
     synth = commands.add_parser("synth", help="write a synthetic labelled dossier (for demos and tests)")
     synth.add_argument("out", type=Path)
     synth.add_argument("--procedure", default="1.001193")
@@ -126,9 +127,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return ExitCode.ok
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pipeline.models import Manifest
+
+    print(json.dumps(Manifest.model_json_schema(by_alias=True), indent=2, ensure_ascii=False))
+    return ExitCode.ok
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "synth": cmd_synth}
+    handlers = {"run": cmd_run, "synth": cmd_synth, "schema": cmd_schema}
     return int(handlers[args.command](args))
 
 

@@ -1,0 +1,51 @@
+"""Project-level contracts: the published manifest schema, the deployment file, the CLI's usage errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.models import Manifest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_published_manifest_schema_matches_the_model():
+    published = json.loads((REPO / "docs" / "manifest.schema.json").read_text())
+    assert published == Manifest.model_json_schema(by_alias=True), "run: sohoa schema > docs/manifest.schema.json"
+    assert published["properties"]["schema"]["const"] == "sohoa.manifest/1"
+
+
+def test_prefect_yaml_points_at_the_flow():
+    from prefect.flows import load_flow_from_entrypoint
+
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    entry = next(d for d in config["deployments"] if d["name"] == "process-dossier")["entrypoint"]
+    flow = load_flow_from_entrypoint(str(REPO / entry))
+    assert flow.name == "process-dossier"
+    assert set(flow.parameters.properties) == {"source", "archive", "procedure", "refresh"}
+    assert "s3://" in flow.parameters.properties["archive"]["description"]  # the UI form explains each field
+
+
+def test_cli_usage_errors_are_one_line_with_exit_code_2(tmp_path):
+    sohoa = str(Path(sys.executable).parent / "sohoa")
+    done = subprocess.run([sohoa, "run", "x.pdf", "--archive", "ftp://nowhere/x"], capture_output=True, text=True)
+    assert done.returncode == 2 and "configuration error" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sohoa, "run", "x.pdf", "--archive", str(tmp_path), "--refresh", "nope"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown step 'nope'" in done.stderr
+
+
+def test_readme_documents_every_setting():
+    from pipeline.settings import Settings
+    from storage.config import S3Settings
+
+    readme = (REPO / "README.md").read_text()
+    names = [f"SOHOA_{name.upper()}" for name in Settings.model_fields]
+    names += [f"SOHOA_S3_{name.upper()}" for name in S3Settings.model_fields]
+    missing = [name for name in names if f"`{name}`" not in readme]
+    assert not missing, f"README configuration reference lacks {missing}"
