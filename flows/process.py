@@ -24,9 +24,9 @@ from pipeline import classify as classifying
 from pipeline import verify as verifying
 from pipeline.errors import InputRefused
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Reason, Refusal, SourceInfo, StepRecord, VerifyResult,
+    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Refusal, SourceInfo, StepRecord, VerifyResult,
 )
-from pipeline.quarantine import quarantine
+from pipeline.quarantine import quarantine, refuse
 from pipeline.settings import Settings
 from storage import open_store
 
@@ -122,10 +122,8 @@ def process_dossier(
         archived = archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
-        where = quarantine(open_store(settings.archive), path, code=refusal.code, message=refusal.message,
-                           step="capture", sha256=info.sha256 if info else None)
-        return Outcome(input=source, status="refused", reason=Reason(code=refusal.code, message=refusal.message),
-                       quarantine=open_store(settings.archive).url_for(where + "reason.json"), duration_s=_since(started))
+        return refuse(open_store(settings.archive), path, refusal, sha256=info.sha256 if info else None,
+                      duration_s=_since(started))
     except Exception as exc:
         _quarantine_failure(settings, path, exc, info)
         raise

@@ -64,8 +64,29 @@ def sniff_media_type(path: Path) -> str:
     return "application/octet-stream"
 
 
+MAX_NAME_BYTES = 255
+
+
+def check_name(path: Path) -> None:
+    """Refuse names that cannot be shown or logged safely: not UTF-8, control characters, too long.
+
+    Names never become storage keys, so traversal in a name cannot escape a prefix; these
+    names are refused because they cannot travel through logs, JSON and the UI intact.
+    """
+    name = path.name
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputRefused("bad_name", "the file name is not valid UTF-8") from None
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0 for ch in name):
+        raise InputRefused("bad_name", "the file name contains control characters")
+    if len(encoded) > MAX_NAME_BYTES:
+        raise InputRefused("bad_name", f"the file name is longer than {MAX_NAME_BYTES} bytes")
+
+
 def describe_source(path: Path, settings: Settings) -> SourceInfo:
     """Identify the input by content, refusing what cannot be a dossier before any work."""
+    check_name(path)
     if not path.exists():
         raise InputRefused("not_found", f"input does not exist: {path.name}")
     if path.is_dir():

@@ -10,12 +10,14 @@ rest of the package stays importable without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import ExitCode
 from pipeline.models import Outcome, Reason
@@ -101,22 +103,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"sohoa: cannot reach Prefect or the work store: {str(exc).splitlines()[0]}", file=sys.stderr)
         return ExitCode.failed
+    with _embedded_without_heartbeats():
+        return _run_each(args, settings, process_dossier)
+
+
+@contextlib.contextmanager
+def _embedded_without_heartbeats() -> Iterator[None]:
+    """On the embedded API, flow-run heartbeats guard nothing (the server dies with this process)
+    and each flow run waits up to a second for the heartbeat thread at its end: turn them off."""
+    import prefect.settings as prefect_settings
+
+    if prefect_settings.get_current_settings().api.url:  # a real server: heartbeats detect crashed runs
+        yield
+        return
+
+    with prefect_settings.temporary_settings(updates={prefect_settings.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def _run_each(args: argparse.Namespace, settings: Any, process_dossier: Any) -> int:
+    from pipeline.quarantine import safe_name
+
     code = ExitCode.ok
     for item in args.inputs:
         try:
-            outcome = process_dossier(source=item, archive=settings.archive, procedure=args.procedure,
+            outcome = _refused_before_flow(item, settings) or process_dossier(source=item, archive=settings.archive, procedure=args.procedure,
                                       refresh=args.refresh or None)
         except KeyboardInterrupt:
             return ExitCode.interrupted
         except Exception as exc:  # one dossier's failure never stops the others
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            outcome = Outcome(input=item, status="failed", reason=Reason(code=type(exc).__name__, message=message))
+            outcome = Outcome(input=safe_name(item), status="failed",
+                              reason=Reason(code=type(exc).__name__, message=message))
         if outcome.status == "refused":
             code = max(code, ExitCode.refused)
         elif outcome.status == "failed":
             code = max(code, ExitCode.failed)
         _print(outcome, args.json)
     return code
+
+
+def _refused_before_flow(item: str, settings: Any) -> Outcome | None:
+    """A name that cannot even travel as a flow parameter (not UTF-8) is refused here."""
+    from pipeline.capture import check_name
+    from pipeline.errors import InputRefused
+    from pipeline.quarantine import refuse
+    from storage import open_store
+
+    try:
+        check_name(Path(item))
+    except InputRefused as refusal:
+        return refuse(open_store(settings.archive), Path(item), refusal)
+    return None
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from pipeline.errors import InputRefused
+from pipeline.models import Outcome, Reason
 from storage import Store
 
 
@@ -45,3 +47,11 @@ def quarantine(store: Store, path: Path, *, code: str, message: str, step: str, 
                               step=step, at=stamp.isoformat(timespec="seconds"), files=files)
     store.put_bytes(prefix + "reason.json", reason.model_dump_json(indent=2).encode(), content_type="application/json")
     return prefix
+
+
+def refuse(store: Store, path: Path, refusal: InputRefused, *, sha256: str | None = None,
+           duration_s: float | None = None) -> Outcome:
+    """Quarantine a refused input and describe it as the run's outcome for that input."""
+    where = quarantine(store, path, code=refusal.code, message=refusal.message, step="capture", sha256=sha256)
+    return Outcome(input=safe_name(str(path)), status="refused", reason=Reason(code=refusal.code, message=refusal.message),
+                   quarantine=store.url_for(where + "reason.json"), duration_s=duration_s)

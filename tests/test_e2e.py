@@ -100,20 +100,36 @@ def test_bad_inputs_are_quarantined_and_do_not_stop_the_others(tmp_path, synth_d
     empty.write_bytes(b"")
     text = tmp_path / "notes.pdf"
     text.write_text("this is not a scan")
+    truncated = tmp_path / "truncated.pdf"
+    truncated.write_bytes(b"%PDF-1.4\n garbage")
     hostile = tmp_path / "..\x1b[31mevil\nname.pdf"
-    hostile.write_bytes(b"%PDF-1.4\n garbage")
+    hostile.write_bytes(b"%PDF-1.4\n")
+    not_utf8 = Path(os.fsdecode(bytes(tmp_path) + b"/h\xf4 s\xff.pdf"))
+    not_utf8.write_bytes(b"%PDF-1.4\n")
     archive = tmp_path / "archive"
 
-    code, lines, stderr = sohoa(str(empty), str(good), str(text), str(hostile), "--archive", str(archive))
+    inputs = [empty, good, text, truncated, hostile, not_utf8]
+    code, lines, stderr = sohoa(*map(str, inputs), "--archive", str(archive))
     assert code == 3, stderr
-    assert [line["status"] for line in lines] == ["refused", "needs_review", "refused", "refused"]
-    assert [line.get("reason", {}).get("code") for line in lines] == [
-        "empty_file", None, "unsupported_type", "corrupt_file"]
+    assert [line["status"] for line in lines] == ["refused", "needs_review", "refused", "refused", "refused", "refused"]
+    codes = ["empty_file", None, "unsupported_type", "corrupt_file", "bad_name", "bad_name"]
+    assert [line.get("reason", {}).get("code") for line in lines] == codes
     assert "Traceback" not in stderr
-    review = Manifest.model_validate_json(Path(lines[1]["manifest"]).read_text())
-    assert review.verification.missing == ["giay_chung_sinh"]
-    reasons = sorted(archive.glob("quarantine/*/reason.json"))
-    assert sorted(json.loads(r.read_text())["code"] for r in reasons) == ["corrupt_file", "empty_file", "unsupported_type"]
-    hostile_reason = next(json.loads(r.read_text()) for r in reasons if json.loads(r.read_text())["code"] == "corrupt_file")
-    assert "\n" not in hostile_reason["input_name"] and "\x1b" not in hostile_reason["input_name"]
-    assert all(p.exists() for p in (empty, good, text, hostile))  # inputs are never removed
+    raw = json.loads(Path(lines[1]["manifest"]).read_text())
+    jsonschema.validate(raw, SCHEMA)
+    assert Manifest.model_validate(raw).verification.missing == ["giay_chung_sinh"]
+    reasons = [json.loads(r.read_text()) for r in sorted(archive.glob("quarantine/*/reason.json"))]
+    assert sorted(r["code"] for r in reasons) == sorted(c for c in codes if c)
+    for reason in reasons:
+        assert reason["input_name"].isprintable() and reason["files"], reason
+    assert all(p.exists() for p in inputs)  # inputs are never removed
+
+
+def test_engine_failure_fails_the_dossier_and_quarantines_it(tmp_path, birth_pdf):
+    archive = tmp_path / "archive"
+    code, [line], stderr = sohoa(str(birth_pdf[0]), "--archive", str(archive), env={"SOHOA_LANGUAGES": "vie+xyz"})
+    assert code == 4 and line["status"] == "failed"
+    assert "language data missing: xyz" in line["reason"]["message"]
+    [reason] = [json.loads(r.read_text()) for r in archive.glob("quarantine/*/reason.json")]
+    assert reason["code"] == "processing_failed" and reason["sha256"]
+    assert not list(archive.glob("dossiers/*"))
