@@ -171,7 +171,9 @@ def image_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
     Image.MAX_IMAGE_PIXELS = settings.max_page_pixels
     try:
         with Image.open(path) as image:
-            for frame in ImageSequence.Iterator(image):
+            # a phone's MPO holds previews/depth maps after the photo: only the first frame is the page
+            frames = [image] if image.format == "MPO" else ImageSequence.Iterator(image)
+            for frame in frames:
                 yield _image_page(path, image.format, frame, settings)
     except InputRefused:
         raise

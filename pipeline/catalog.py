@@ -23,7 +23,7 @@ class DocType(BaseModel):
     priority: int = 0
 
     def compiled(self) -> list[re.Pattern[str]]:
-        return [re.compile(p) for p in self.patterns]
+        return _compile(tuple(self.patterns))
 
 
 class Taxonomy(BaseModel):
@@ -45,6 +45,11 @@ class Procedure(BaseModel):
 class Catalog(BaseModel):
     procedures: dict[str, Procedure]
     digest: str
+
+
+@lru_cache(maxsize=256)
+def _compile(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(p) for p in patterns]
 
 
 def _read(name: str) -> bytes:

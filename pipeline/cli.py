@@ -127,8 +127,8 @@ def _run_each(args: argparse.Namespace, settings: Any, process_dossier: Any) -> 
     code = ExitCode.ok
     for item in args.inputs:
         try:
-            outcome = _refused_before_flow(item, settings) or process_dossier(source=item, archive=settings.archive, procedure=args.procedure,
-                                      refresh=args.refresh or None)
+            outcome = _refused_before_flow(item, settings) or process_dossier(
+                source=item, archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
         except KeyboardInterrupt:
             return ExitCode.interrupted
         except Exception as exc:  # one dossier's failure never stops the others

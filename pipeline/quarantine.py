@@ -6,7 +6,6 @@ the reason object. The input itself is only copied, never moved or deleted here.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path

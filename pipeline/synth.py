@@ -494,7 +494,7 @@ def _receipt(c: Context) -> list[PageLayout]:
     for i, (name, k) in enumerate(comps, 1):
         kind = "bản sao" if name.startswith("Bản sao") else "bản chính"
         b.line(f"{i}. {name} ({kind}, {k:02d} bản)", indent=18)
-    b.line(f"Số lượng hồ sơ: 01 bộ")
+    b.line("Số lượng hồ sơ: 01 bộ")
     t = c.received
     b.line(f"Thời gian tiếp nhận: 08 giờ {c.rng.randrange(10, 59)} phút, ngày {_dmy(t)}")
     b.line(f"Thời gian hẹn trả kết quả: ngày {_dmy(t + timedelta(days=3 if c.procedure != '1.001612' else 5))}")

@@ -70,7 +70,7 @@ class S3Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_scheme_vs_secure(self) -> "S3Settings":
+    def _check_scheme_vs_secure(self) -> S3Settings:
         scheme = self._scheme
         if scheme and self.secure is not None and self.secure != (scheme == "https"):
             raise ValueError(f"endpoint scheme {scheme!r} contradicts secure={self.secure}")
