@@ -1,7 +1,10 @@
 """The OCR step: every page through Tesseract in parallel, then one searchable PDF.
 
 Pages run on a thread pool of ``settings.jobs`` workers, each driving one single-threaded
-tesseract process, so the machine's cores stay busy without oversubscription.
+tesseract process, so the machine's cores stay busy without oversubscription. Each page is
+read from an upright, deskewed, >=300 dpi copy (ocr/normalize.py). Upside-down pages cannot
+be told from line structure, so a page that reads with low confidence is read once more
+turned 180 degrees and the better reading wins: one pass for good pages, two for bad ones.
 """
 
 from __future__ import annotations
@@ -10,18 +13,21 @@ import logging
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
-from ocr import pdf as searchable
-from ocr import tesseract
-from pipeline.keys import step_key
+import cv2
 from pydantic import TypeAdapter
 
+from ocr import normalize, tesseract
+from ocr import pdf as searchable
+from pipeline.keys import step_key
 from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
 from pipeline.settings import Settings
 from storage import Store, materialize
 
-VERSION = "2"  # 2: words moved out of the result into words.json
+VERSION = "3"  # 3: upright/deskewed/upscaled OCR copy, upside-down retry
+RETRY_BELOW_CONFIDENCE = 70.0
 _WORDS = TypeAdapter(list[PageWords])
 log = logging.getLogger("sohoa.ocr")
 
@@ -55,6 +61,43 @@ def parse_tsv(tsv: str) -> list[Word]:
     return words
 
 
+@dataclass
+class Reading:
+    """One tesseract pass over one OCR copy of a page."""
+
+    image: normalize.OcrImage
+    text: str
+    words: list[Word]
+    layer: Path
+
+    @property
+    def confidence(self) -> float:
+        return round(sum(w.conf for w in self.words) / len(self.words), 2) if self.words else 0.0
+
+
+def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
+    gray = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise ValueError(f"page {page.n} image cannot be decoded")
+    base = workdir / f"p{page.n:04d}r{rotation % 360:03d}"
+    image = normalize.prepare(gray, page.dpi, rotation, page.skew, base.with_suffix(".png"))
+    del gray
+    out = tesseract.ocr_page(image.path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
+                             psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
+    image.path.unlink()
+    words = [w.model_copy(update={"box": normalize.to_original(image, w.box)}) for w in parse_tsv(out.tsv)]
+    return Reading(image=image, text=out.text.strip(), words=words, layer=out.pdf)
+
+
+def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) -> tuple[Reading, int]:
+    """The best reading of a page, and how many passes it took."""
+    first = read(page, source, workdir, 90 if page.sideways else 0, settings)
+    if page.blank or first.confidence >= RETRY_BELOW_CONFIDENCE:
+        return first, 1
+    turned = read(page, source, workdir, first.image.rotation + 180, settings)
+    return (turned if turned.confidence > first.confidence else first), 2
+
+
 def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) -> OcrResult:
     """OCR all pages of a captured dossier and assemble its searchable PDF in the work store."""
     tesseract.check_languages(settings.tesseract_cmd, settings.languages)
@@ -62,43 +105,43 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
     with tempfile.TemporaryDirectory(prefix="sohoa-ocr-") as tmp:
         workdir = Path(tmp)
 
-        def one(page: PageImage) -> tuple[OcrPage, Path, Path, list[Word]]:
-            image = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
+        def one(page: PageImage) -> tuple[OcrPage, searchable.PagePlan, list[Word]]:
             started = time.perf_counter()
-            out = tesseract.ocr_page(
-                image, workdir / f"p{page.n:04d}", cmd=settings.tesseract_cmd, languages=settings.languages,
-                psm=settings.psm, dpi=page.dpi, timeout=settings.page_timeout_s,
-            )
+            source = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
+            best, attempts = read_page(page, source, workdir, settings)
             layer_key = f"ocr/{key}/p{page.n:04d}.pdf"
-            store.put_file(layer_key, out.pdf, content_type="application/pdf")
-            words = parse_tsv(out.tsv)
-            confidence = round(sum(w.conf for w in words) / len(words), 2) if words else 0.0
-            result = OcrPage(n=page.n, text=out.text.strip(), word_count=len(words), confidence=confidence,
-                             text_layer_key=layer_key, duration_s=round(time.perf_counter() - started, 3))
-            return result, image, out.pdf, words
+            store.put_file(layer_key, best.layer, content_type="application/pdf")
+            result = OcrPage(
+                n=page.n, text=best.text, word_count=len(best.words), confidence=best.confidence,
+                orientation=best.image.rotation, deskew=best.image.deskew, ocr_dpi=best.image.dpi,
+                attempts=attempts, text_layer_key=layer_key, duration_s=round(time.perf_counter() - started, 3),
+            )
+            plan = searchable.PagePlan(page=page, image=source, layer=best.layer,
+                                       layer_matrix=normalize.layer_to_page(best.image, page.height, page.dpi),
+                                       rotate=best.image.rotation)
+            return result, plan, best.words
 
-        results: dict[int, tuple[OcrPage, Path, Path, list[Word]]] = {}
+        done: dict[int, tuple[OcrPage, searchable.PagePlan, list[Word]]] = {}
         with ThreadPoolExecutor(max_workers=min(settings.jobs, total)) as pool:
             futures = [pool.submit(one, page) for page in capture.pages]
             for count, future in enumerate(as_completed(futures), start=1):
-                page_result = future.result()
-                results[page_result[0].n] = page_result
+                result = future.result()
+                done[result[0].n] = result
                 # logged from the calling thread, where the orchestrator's run context lives
-                log.info("OCR %d/%d pages (page %d: %d words, confidence %.1f)", count, total,
-                         page_result[0].n, page_result[0].word_count, page_result[0].confidence)
-        done = [results[page.n] for page in capture.pages]
+                log.info("OCR %d/%d pages (page %d: %d words, confidence %.1f%s)", count, total, result[0].n,
+                         result[0].word_count, result[0].confidence,
+                         f", turned {result[0].orientation}" if result[0].orientation else "")
+        ordered = [done[page.n] for page in capture.pages]
         pdf_path = workdir / "searchable.pdf"
-        searchable.assemble(
-            [(page, image, layer) for page, (_, image, layer, _) in zip(capture.pages, done)], pdf_path
-        )
-        words_key = f"ocr/{key}/words.json"
-        store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=r.n, words=w) for r, _, _, w in done]),
-                        content_type="application/json")
+        searchable.assemble([plan for _, plan, _ in ordered], pdf_path)
         pdf_key = f"ocr/{key}/searchable.pdf"
         store.put_file(pdf_key, pdf_path, content_type="application/pdf")
+        words_key = f"ocr/{key}/words.json"
+        store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=r.n, words=w) for r, _, w in ordered]),
+                        content_type="application/json")
     return OcrResult(
         key=key, engine=tesseract.version(settings.tesseract_cmd), languages=settings.languages,
-        pages=[page for page, _, _, _ in done], words_key=words_key, searchable_pdf_key=pdf_key,
+        pages=[result for result, _, _ in ordered], words_key=words_key, searchable_pdf_key=pdf_key,
     )
 
 

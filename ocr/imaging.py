@@ -1,10 +1,12 @@
-"""Page measurements with OpenCV: skew angle and blankness.
+"""Page measurements with OpenCV: text direction, skew angle and blankness.
 
-Both work on a downscaled grey copy (about 100 dpi): the answer does not change at higher
+All work on a downscaled grey copy (about 100 dpi): the answers do not change at higher
 resolution and the cost drops by an order of magnitude.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -12,6 +14,16 @@ import numpy as np
 ANALYSIS_DPI = 100
 MAX_SKEW_DEG = 5.0
 BLANK_INK_RATIO = 0.0015
+SIDEWAYS_RATIO = 1.5  # vertical line structure this much stronger than horizontal: text runs sideways
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a page needs before OCR: a quarter turn (0 or 90, clockwise), a skew angle, or nothing (blank)."""
+
+    quarter: int
+    skew: float
+    blank: bool
 
 
 def decode_gray(data: bytes) -> np.ndarray:
@@ -38,20 +50,20 @@ def _ink(gray: np.ndarray, dpi: int) -> np.ndarray:
 
 def is_blank(gray: np.ndarray, dpi: int = 300) -> bool:
     """A page with (almost) no ink: blank backs of duplex scans."""
-    ink = _ink(gray, dpi)
-    ink = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))  # drop speckle noise
-    return float(np.count_nonzero(ink)) / ink.size < BLANK_INK_RATIO
+    return _is_blank_ink(_ink(gray, dpi))
 
 
-def measure_skew(gray: np.ndarray, dpi: int = 300) -> float:
-    """Skew of text lines in degrees (positive = counter-clockwise), by projection profiles.
+def _is_blank_ink(ink: np.ndarray) -> bool:
+    opened = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))  # drop speckle noise
+    return float(np.count_nonzero(opened)) / opened.size < BLANK_INK_RATIO
+
+
+def _best_angle(ink: np.ndarray) -> tuple[float, float]:
+    """(angle that lines the text up horizontally, its projection score), coarse to fine in +-5 degrees.
 
     The angle whose horizontal projection has the sharpest peaks (highest variance) is the
-    one that lines the text up; searched coarse to fine within +-5 degrees.
+    one that puts the text lines on rows.
     """
-    ink = _ink(gray, dpi)
-    if np.count_nonzero(ink) < 50:
-        return 0.0
     center = (ink.shape[1] / 2, ink.shape[0] / 2)
 
     def score(angle: float) -> float:
@@ -59,6 +71,31 @@ def measure_skew(gray: np.ndarray, dpi: int = 300) -> float:
         rotated = cv2.warpAffine(ink, matrix, (ink.shape[1], ink.shape[0]), flags=cv2.INTER_NEAREST)
         return float(np.var(rotated.sum(axis=1, dtype=np.float64)))
 
-    best = max(np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 0.01, 0.5), key=score)
-    best = max(np.arange(best - 0.5, best + 0.51, 0.1), key=score)
-    return round(-float(best), 2)
+    best = max(np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 0.01, 1.0), key=score)
+    best = max(np.arange(best - 0.8, best + 0.81, 0.2), key=score)
+    best = max(np.arange(best - 0.15, best + 0.16, 0.05), key=score)
+    return float(best), score(best)
+
+
+def measure_skew(gray: np.ndarray, dpi: int = 300) -> float:
+    """Skew of text lines in degrees (positive = counter-clockwise)."""
+    ink = _ink(gray, dpi)
+    if np.count_nonzero(ink) < 50:
+        return 0.0
+    return round(-_best_angle(ink)[0], 2)
+
+
+def analyze(gray: np.ndarray, dpi: int = 300) -> Layout:
+    """Blankness, whether the text runs sideways, and the skew in the text's own direction.
+
+    Upside-down cannot be told from line structure; OCR settles it (see ocr/engine.py).
+    """
+    ink = _ink(gray, dpi)
+    if _is_blank_ink(ink) or np.count_nonzero(ink) < 50:
+        return Layout(quarter=0, skew=0.0, blank=_is_blank_ink(ink))
+    angle, score = _best_angle(ink)
+    upright = np.ascontiguousarray(np.rot90(ink, k=-1))  # the page turned 90 degrees clockwise
+    angle_turned, score_turned = _best_angle(upright)
+    if score_turned > SIDEWAYS_RATIO * score:
+        return Layout(quarter=90, skew=round(-angle_turned, 2), blank=False)
+    return Layout(quarter=0, skew=round(-angle, 2), blank=False)

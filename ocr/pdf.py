@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pikepdf
@@ -42,19 +43,36 @@ def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str) -> pikepdf.Str
         return stream
 
 
-def assemble(pages: Sequence[tuple[PageImage, Path, Path]], out: Path) -> None:
-    """Write one PDF page per (page, image file, text-layer PDF) in order."""
+@dataclass(frozen=True)
+class PagePlan:
+    """One output page: the image as scanned, and the text layer read from its OCR copy."""
+
+    page: PageImage
+    image: Path
+    layer: Path
+    layer_matrix: tuple[float, ...]  # cm operands: text-layer points -> page points
+    rotate: int  # /Rotate, so that viewers show the page upright
+
+
+def assemble(plans: Sequence[PagePlan], out: Path) -> None:
+    """Write one PDF page per plan, in order."""
     pdf = pikepdf.new()
     layers: list[pikepdf.Pdf] = []
     try:
-        for page, image_path, layer_path in pages:
+        for plan in plans:
+            page = plan.page
             width_pt, height_pt = page.width * 72 / page.dpi, page.height * 72 / page.dpi
             target = pdf.add_blank_page(page_size=(width_pt, height_pt))
-            target.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=_image_xobject(pdf, image_path, page.media_type)))
-            target.Contents = pdf.make_stream(f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q".encode())
-            layer = pikepdf.open(layer_path)
+            layer = pikepdf.open(plan.layer)
             layers.append(layer)
-            target.add_overlay(layer.pages[0], pikepdf.Rectangle(0, 0, width_pt, height_pt))
+            text = pdf.copy_foreign(layer.pages[0].as_form_xobject())
+            target.obj.Resources = pikepdf.Dictionary(
+                XObject=pikepdf.Dictionary(Im0=_image_xobject(pdf, plan.image, page.media_type), Fx0=text))
+            matrix = " ".join(f"{v:.6f}" for v in plan.layer_matrix)
+            target.obj.Contents = pdf.make_stream(
+                f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q q {matrix} cm /Fx0 Do Q".encode())
+            if plan.rotate:
+                target.obj.Rotate = plan.rotate
         pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
     finally:
         for layer in layers:

@@ -106,7 +106,8 @@ def build_manifest(
     texts = {p.n: p for p in ocr.pages}
     pages = [
         ManifestPage(
-            n=p.n, sha256=p.sha256, width=p.width, height=p.height, dpi=p.dpi, rotation=p.rotation, skew=p.skew,
+            n=p.n, sha256=p.sha256, width=p.width, height=p.height, dpi=p.dpi,
+            rotation=(p.rotation + texts[p.n].orientation) % 360, skew=p.skew,
             blank=p.blank, ocr_confidence=texts[p.n].confidence, text=texts[p.n].text,
         )
         for p in capture.pages

@@ -26,7 +26,7 @@ from pipeline.models import CaptureResult, PageImage, SourceInfo
 from pipeline.settings import Settings
 from storage import Store
 
-VERSION = "1"
+VERSION = "2"  # 2: text direction (sideways) measured
 A4_LONG_SIDE_IN = 11.69
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
@@ -146,10 +146,11 @@ def store_page(n: int, raw: RawPage, store: Store) -> PageImage:
     if not store.exists(key):
         store.put_bytes(key, raw.data, content_type=raw.media_type, metadata={"sha256": digest})
     gray = imaging.decode_gray(raw.data)
+    layout = imaging.analyze(gray, raw.dpi)
     return PageImage(
-        n=n, key=key, sha256=digest, media_type=raw.media_type,
-        width=gray.shape[1], height=gray.shape[0], dpi=raw.dpi, rotation=raw.rotation,
-        skew=imaging.measure_skew(gray, raw.dpi), blank=imaging.is_blank(gray), origin=raw.origin,
+        n=n, key=key, sha256=digest, media_type=raw.media_type, width=gray.shape[1], height=gray.shape[0],
+        dpi=raw.dpi, rotation=raw.rotation, skew=layout.skew, blank=layout.blank, sideways=layout.quarter == 90,
+        origin=raw.origin,
     )
 
 

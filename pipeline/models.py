@@ -42,9 +42,10 @@ class PageImage(_Model):
     width: int
     height: int
     dpi: int
-    rotation: int = Field(0, description="Degrees clockwise applied to make the page upright")
-    skew: float = Field(0.0, description="Measured skew of text lines in degrees (not corrected)")
+    rotation: int = Field(0, description="Degrees clockwise applied from the file's own metadata (EXIF, PDF /Rotate)")
+    skew: float = Field(0.0, description="Measured skew of text lines in degrees, counter-clockwise positive")
     blank: bool = False
+    sideways: bool = Field(False, description="Text lines run vertically: OCR turns the page a quarter first")
     origin: Literal["native", "rendered", "image"] = Field(
         description="native: a PDF page's own image; rendered: rasterized PDF page; image: an image file"
     )
@@ -58,7 +59,7 @@ class CaptureResult(_Model):
 
 class Word(_Model):
     text: str
-    box: tuple[int, int, int, int] = Field(description="left, top, width, height in page pixels")
+    box: tuple[int, int, int, int] = Field(description="left, top, width, height in pixels of the page as archived")
     conf: float
     line: int = Field(description="Line index on the page, in reading order")
 
@@ -73,6 +74,10 @@ class OcrPage(_Model):
     text: str = Field(description="Page text, NFC")
     word_count: int
     confidence: float = Field(description="Mean word confidence 0-100 (0 for a page without words)")
+    orientation: int = Field(0, description="Degrees clockwise the page was turned to read it (0, 90, 180, 270)")
+    deskew: float = Field(0.0, description="Degrees the OCR copy was straightened by")
+    ocr_dpi: int = Field(300, description="Resolution of the OCR copy (low-dpi pages are upscaled)")
+    attempts: int = Field(1, description="Tesseract passes: 2 when a low-confidence page was retried upside down")
     text_layer_key: str = Field(description="Work-store key of the page's invisible-text PDF")
     duration_s: float
 
@@ -141,8 +146,8 @@ class ManifestPage(_Model):
     width: int
     height: int
     dpi: int
-    rotation: int
-    skew: float
+    rotation: int = Field(description="Degrees clockwise that turn the page as scanned upright (metadata + detected)")
+    skew: float = Field(description="Measured skew in degrees, counter-clockwise positive; OCR read a straightened copy")
     blank: bool
     ocr_confidence: float
     text: str
