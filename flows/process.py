@@ -26,6 +26,7 @@ from pipeline.errors import InputRefused
 from pipeline.models import (
     ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Refusal, SourceInfo, StepRecord, VerifyResult,
 )
+from pipeline.plan import StepPlan, plan
 from pipeline.quarantine import quarantine, refuse
 from pipeline.settings import Settings
 from storage import open_store
@@ -50,7 +51,7 @@ def ocr_task(captured: CaptureResult, settings: Settings, key: str) -> OcrResult
 
 @task(name="classify", **_PERSISTED)
 def classify_task(ocr: OcrResult, captured: CaptureResult, settings: Settings, key: str, procedure: str | None) -> ClassifyResult:
-    return classifying.classify(ocr, captured, settings, key, procedure)
+    return classifying.classify(ocr, captured, settings, key, procedure, store=open_store(settings.work))
 
 
 @task(name="verify", **_PERSISTED)
@@ -70,13 +71,15 @@ def archive_task(
 class _Runner:
     """Runs step tasks with the work store as result storage and records how each went."""
 
-    def __init__(self, settings: Settings, refresh: set[str]):
+    def __init__(self, settings: Settings, refresh: set[str], steps: dict[str, StepPlan]):
         self.storage = result_storage_for(settings.work)
         self.refresh = refresh
+        self.plan = steps
         self.steps: dict[str, StepRecord] = {}
 
-    def __call__(self, step_task: Any, version: str, key: str, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, step_task: Any, *args: Any, **kwargs: Any) -> Any:
         name = step_task.name
+        version, key = self.plan[name].version, self.plan[name].key
         started = time.perf_counter()
         configured = step_task.with_options(result_storage=self.storage, refresh_cache=name in self.refresh or None)
         # quote(): step results are plain data, not futures; skip Prefect's walk over every OCR word
@@ -109,16 +112,20 @@ def process_dossier(
     info: SourceInfo | None = None
     try:
         info = capturing.describe_source(path, settings)
-        run = _Runner(settings, _from_first(refresh or []))
-        captured = run(capture_task, capturing.VERSION, capturing.capture_key(info, settings), str(path), info, settings)
+        steps = plan(info, settings, procedure)
+        earlier = None if refresh else archiving.find_archived(open_store(settings.archive), info.sha256, steps["verify"].key)
+        if earlier:
+            log.info("%s is already archived as %s with these settings: not processed again", path.name, earlier.dossier_id)
+            return Outcome(input=source, status="duplicate", dossier_id=earlier.dossier_id,
+                           manifest=open_store(settings.archive).url_for(earlier.manifest_key), duration_s=_since(started))
+        run = _Runner(settings, _from_first(refresh or []), steps)
+        captured = run(capture_task, str(path), info, settings)
         if isinstance(captured, Refusal):
             raise InputRefused(captured.code, captured.message)
         log.info("captured %d pages from %s", len(captured.pages), info.media_type)
-        ocr = run(ocr_task, engine.VERSION, engine.ocr_key(captured, settings), captured, settings)
-        classified = run(classify_task, classifying.VERSION, classifying.classify_key(ocr, settings, procedure),
-                         ocr, captured, settings, procedure=procedure)
-        verified = run(verify_task, verifying.VERSION, verifying.verify_key(classified, settings),
-                       captured, ocr, classified, settings)
+        ocr = run(ocr_task, captured, settings)
+        classified = run(classify_task, ocr, captured, settings, procedure=procedure)
+        verified = run(verify_task, captured, ocr, classified, settings)
         archived = archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)

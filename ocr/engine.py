@@ -40,8 +40,8 @@ def key_settings(settings: Settings) -> dict:
     }
 
 
-def ocr_key(capture: CaptureResult, settings: Settings) -> str:
-    return step_key("ocr", VERSION, key_settings(settings), capture.key)
+def ocr_key(capture_key: str, settings: Settings) -> str:
+    return step_key("ocr", VERSION, key_settings(settings), capture_key)
 
 
 def parse_tsv(tsv: str) -> list[Word]:

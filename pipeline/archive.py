@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from pipeline.capture import EXTENSIONS, sniff_media_type
 from pipeline.keys import sha256_bytes, sha256_file, step_key
 from pipeline.models import (
@@ -24,6 +26,27 @@ from storage import ObjectNotFound, Store, StorageError, materialize
 
 VERSION = "1"
 MANIFEST = "manifest.json"
+
+
+class ArchivedSource(BaseModel):
+    """Index entry: which archive holds a given input (by SHA-256); written after the manifest."""
+
+    dossier_id: str
+    manifest_key: str
+    verify_key: str = Field(description="Last step key of the run that wrote it: same key, same result")
+
+
+def source_index_key(sha256: str) -> str:
+    return f"index/sha256/{sha256}.json"
+
+
+def find_archived(store: Store, sha256: str, verify_key: str) -> ArchivedSource | None:
+    """The complete archive (its manifest exists) of this input made by exactly these steps and settings."""
+    try:
+        record = ArchivedSource.model_validate_json(store.get_bytes(source_index_key(sha256)))
+    except (ObjectNotFound, ValueError):
+        return None
+    return record if record.verify_key == verify_key and store.exists(record.manifest_key) else None
 
 
 def archive_key(verified: VerifyResult, store: Store) -> str:
@@ -92,6 +115,8 @@ def archive(
     manifest = build_manifest(ident, capture, ocr, classified, verified, steps, files)
     data = manifest.to_json().encode()
     store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
+    record = ArchivedSource(dossier_id=ident, manifest_key=prefix + MANIFEST, verify_key=verified.key)
+    store.put_bytes(source_index_key(capture.source.sha256), record.model_dump_json().encode(), content_type="application/json")
     return ArchiveResult(dossier_id=ident, prefix=prefix, manifest_url=store.url_for(prefix + MANIFEST), manifest=manifest)
 
 

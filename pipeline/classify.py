@@ -11,14 +11,16 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from pipeline import identifiers
+from ocr import imaging
+from pipeline import identifiers, identity
 from pipeline.catalog import Taxonomy, taxonomy
 from pipeline.keys import step_key
 from pipeline.models import CaptureResult, ClassifyResult, Document, OcrPage, OcrResult
 from pipeline.settings import Settings
 from pipeline.text import fold, lines
+from storage import Store
 
-VERSION = "1"
+VERSION = "2"  # 2: dossier code from the receipt QR code
 EXACT_CONFIDENCE = 0.95
 FUZZY_MIN_RATIO = 0.82
 HEADER_ONLY_CONFIDENCE = 0.5
@@ -29,8 +31,8 @@ def key_settings(settings: Settings, procedure: str | None) -> dict:
     return {"title_lines": settings.title_lines, "taxonomy": taxonomy().digest, "procedure": procedure}
 
 
-def classify_key(ocr: OcrResult, settings: Settings, procedure: str | None) -> str:
-    return step_key("classify", VERSION, key_settings(settings, procedure), ocr.key)
+def classify_key(ocr_key: str, settings: Settings, procedure: str | None) -> str:
+    return step_key("classify", VERSION, key_settings(settings, procedure), ocr_key)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,11 @@ def _document_fields(document: Document, texts: dict[int, str]) -> None:
         document.fields["cccd_invalid"] = [n for n in numbers if n not in valid]
 
 
-def classify(ocr: OcrResult, capture: CaptureResult, settings: Settings, key: str, procedure: str | None = None) -> ClassifyResult:
+def classify(
+    ocr: OcrResult, capture: CaptureResult, settings: Settings, key: str, procedure: str | None = None,
+    store: Store | None = None,
+) -> ClassifyResult:
+    """Split and type the documents; with the work ``store``, also read the receipt's QR code."""
     tax = taxonomy()
     blank = {page.n for page in capture.pages if page.blank}
     texts = {page.n: page.text for page in ocr.pages}
@@ -109,7 +115,8 @@ def classify(ocr: OcrResult, capture: CaptureResult, settings: Settings, key: st
     documents = split(readings)
     for document in documents:
         _document_fields(document, texts)
-    fields = _dossier_fields(documents, texts)
+    qr_codes = _receipt_qr_codes(documents, capture, store) if store is not None else []
+    fields = _dossier_fields(documents, texts, qr_codes)
     receipt_procedure = fields.get("receipt_procedure")
     if procedure:
         chosen, source = procedure, "caller"
@@ -120,16 +127,34 @@ def classify(ocr: OcrResult, capture: CaptureResult, settings: Settings, key: st
     return ClassifyResult(key=key, documents=documents, procedure=chosen, procedure_source=source, fields=fields)
 
 
-def _dossier_fields(documents: list[Document], texts: dict[int, str]) -> dict[str, str | list[str]]:
+def _receipt_pages(documents: list[Document]) -> list[int]:
+    return [n for d in documents if d.type == "phieu_tiep_nhan" for n in d.pages]
+
+
+def _receipt_qr_codes(documents: list[Document], capture: CaptureResult, store: Store) -> list[str]:
+    """Dossier codes in QR codes on the receipt pages (the first page when no receipt was typed)."""
+    wanted = _receipt_pages(documents) or [capture.pages[0].n]
+    codes: list[str] = []
+    for page in capture.pages:
+        if page.n in wanted:
+            gray = imaging.decode_gray(store.get_bytes(page.key))
+            codes += identity.dossier_codes_in_qr(identity.read_qr_codes(gray, page.dpi))
+    return list(dict.fromkeys(codes))
+
+
+def _dossier_fields(documents: list[Document], texts: dict[int, str], qr_codes: list[str]) -> dict[str, str | list[str]]:
+    """Dossier code (QR first, then the receipt's text, then any text), receipt procedure, CCCD numbers."""
     fields: dict[str, str | list[str]] = {}
-    receipt_pages = [n for d in documents if d.type == "phieu_tiep_nhan" for n in d.pages]
-    receipt_text = "\n".join(texts[n] for n in receipt_pages)
+    receipt_text = "\n".join(texts[n] for n in _receipt_pages(documents))
     all_text = "\n".join(texts[n] for n in sorted(texts))
-    for text, source in ((receipt_text, "receipt_text"), (all_text, "text")):
-        codes = identifiers.find_dossier_codes(text)
-        if codes:
-            fields["dossier_code"], fields["dossier_code_source"] = codes[0], source
-            break
+    printed = [(codes[0], source) for text, source in ((receipt_text, "receipt_text"), (all_text, "text"))
+               if (codes := identifiers.find_dossier_codes(text))]
+    if qr_codes:
+        fields["dossier_code"], fields["dossier_code_source"] = qr_codes[0], "qr"
+        if printed and printed[0][0] != qr_codes[0]:
+            fields["dossier_code_printed"] = printed[0][0]
+    elif printed:
+        fields["dossier_code"], fields["dossier_code_source"] = printed[0]
     procedures = identifiers.find_procedure_codes(receipt_text)
     if procedures:
         fields["receipt_procedure"] = procedures[0]

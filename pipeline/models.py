@@ -198,7 +198,7 @@ class Outcome(_Model):
     """What ``sohoa run`` reports per input: one JSON line each."""
 
     input: str
-    status: Literal["passed", "needs_review", "rejected", "refused", "failed"]
+    status: Literal["passed", "needs_review", "rejected", "refused", "failed", "duplicate"]
     dossier_id: str | None = None
     manifest: str | None = None
     pages: int | None = None

@@ -12,15 +12,16 @@ from pipeline.keys import step_key
 from pipeline.models import CaptureResult, Check, ClassifyResult, OcrResult, Status, Verification, VerifyResult
 from pipeline.settings import Settings
 
-VERSION = "1"
+VERSION = "2"  # 2: QR/printed agreement, resolution
+MIN_LEGAL_DPI = 200  # digital copies must be at least 200 dpi (DOMAIN.md)
 
 
 def key_settings(settings: Settings) -> dict:
     return {"catalog": catalog().digest, "min_page_confidence": settings.min_page_confidence}
 
 
-def verify_key(classified: ClassifyResult, settings: Settings) -> str:
-    return step_key("verify", VERSION, key_settings(settings), classified.key)
+def verify_key(classify_key: str, settings: Settings) -> str:
+    return step_key("verify", VERSION, key_settings(settings), classify_key)
 
 
 def check_pages(capture: CaptureResult, ocr: OcrResult) -> Check:
@@ -78,6 +79,26 @@ def check_dossier_code(classified: ClassifyResult) -> Check:
     )
 
 
+def check_dossier_code_agreement(classified: ClassifyResult) -> Check:
+    code, printed = classified.fields.get("dossier_code"), classified.fields.get("dossier_code_printed")
+    return Check(
+        id="dossier_code.consistent", ok=printed is None, severity="error",
+        message="the QR code and the printed dossier code agree" if printed is None else
+        f"QR code says {code} but the receipt prints {printed}",
+        values={"qr": code if isinstance(code, str) else None, "printed": printed if isinstance(printed, str) else None},
+    )
+
+
+def check_resolution(capture: CaptureResult) -> Check:
+    low = [str(p.n) for p in capture.pages if p.dpi < MIN_LEGAL_DPI]
+    return Check(
+        id="quality.resolution", ok=not low, severity="warning",
+        message=f"pages below the legal {MIN_LEGAL_DPI} dpi: {', '.join(low)}" if low
+        else f"every page is at least {MIN_LEGAL_DPI} dpi",
+        values={"low_pages": low, "minimum_dpi": MIN_LEGAL_DPI},
+    )
+
+
 def check_cccd(classified: ClassifyResult) -> Check:
     invalid = classified.fields.get("cccd_invalid", [])
     invalid = invalid if isinstance(invalid, list) else [invalid]
@@ -104,6 +125,8 @@ def verify(capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, s
         check_procedure(classified),
         components,
         check_dossier_code(classified),
+        check_dossier_code_agreement(classified),
         check_cccd(classified),
+        check_resolution(capture),
     ]
     return VerifyResult(key=key, status=decide(checks), verification=Verification(checks=checks, missing=missing))

@@ -68,6 +68,7 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
         "phieu_tiep_nhan", "to_khai_khai_sinh", "giay_chung_sinh", "can_cuoc"]
     assert manifest.documents[1].pages == [2, 3]
     assert manifest.procedure == "1.001193" and manifest.fields["dossier_code"] == truth.dossier_code
+    assert manifest.fields["dossier_code_source"] == "qr"
     assert set(manifest.fields["cccd"]) == set(truth.cccd)
     for page, expected in zip(manifest.pages, truth.pages):
         assert unicodedata.is_normalized("NFC", page.text)
@@ -81,15 +82,23 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     assert "GIẤY CHỨNG SINH" in text and "TỜ KHAI ĐĂNG KÝ KHAI SINH" in text
     assert archive.stat(manifest.files["searchable_pdf"].key).metadata["sha256"] == manifest.files["searchable_pdf"].sha256
 
-    code, [second], stderr = sohoa(str(path), "--archive", archive_url, env=env)
+    # the same file again, same settings: a duplicate of a complete archive, not processed twice
+    code, [again], stderr = sohoa(str(path), "--archive", archive_url, env=env)
     assert code == 0, stderr
+    assert (again["status"], again["dossier_id"], again["manifest"]) == ("duplicate", truth.dossier_code, first["manifest"])
+
+    # into another archive: every step comes from the persisted results in the work store
+    code, [second], stderr = sohoa(str(path), "--archive", f"s3://{bucket}/archive-2", env=env)
+    assert code == 0, stderr
+    assert second["status"] == "passed"
     assert second["cached_steps"] == ["capture", "ocr", "classify", "verify"]
     assert calls(log) == len(truth.pages)  # no tesseract process started
     assert first["duration_s"] >= 10 * second["duration_s"], (first["duration_s"], second["duration_s"])
 
+    # a classification setting changed: classify and verify rerun, nothing before them
     code, [third], stderr = sohoa(str(path), "--archive", archive_url, env={**env, "SOHOA_TITLE_LINES": "11"})
     assert code == 0, stderr
-    assert third["cached_steps"] == ["capture", "ocr"]  # classify and verify rerun, nothing before them
+    assert third["status"] == "passed" and third["cached_steps"] == ["capture", "ocr"]
     assert calls(log) == len(truth.pages)
 
 

@@ -24,7 +24,7 @@ def test_ocr_reads_vietnamese_and_builds_a_searchable_pdf(two_pages, settings, w
     path, truth = two_pages
     info = capturing.describe_source(path, settings)
     captured = capturing.capture(path, info, work_store, settings, capturing.capture_key(info, settings))
-    result = engine.run_ocr(captured, work_store, settings, engine.ocr_key(captured, settings))
+    result = engine.run_ocr(captured, work_store, settings, engine.ocr_key(captured.key, settings))
 
     assert [p.n for p in result.pages] == [1, 2]
     first = result.pages[0]
