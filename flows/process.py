@@ -158,7 +158,7 @@ def _since(started: float) -> float:
 def _quarantine_failure(settings: Settings, path: Path, exc: Exception, info: SourceInfo | None) -> None:
     """Keep a failed input beside a machine-readable reason; a storage outage may prevent even that."""
     try:
-        quarantine(open_store(settings.archive), path, code="processing_failed",
+        quarantine(open_store(settings.archive), path, code=getattr(exc, "code", "processing_failed"),
                    message=f"{type(exc).__name__}: {exc}"[:500], step="pipeline", sha256=info.sha256 if info else None)
     except Exception as second:  # the input stays where it was; say so in the log
         get_run_logger().error("could not quarantine %s: %s", path.name, second)

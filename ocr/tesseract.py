@@ -37,7 +37,7 @@ class PageOutput:
 def resolve(cmd: str) -> Path:
     found = shutil.which(cmd)
     if not found:
-        raise OcrError(f"tesseract not found ({cmd!r}); install tesseract-ocr and tesseract-ocr-vie")
+        raise OcrError("engine_missing", f"tesseract not found ({cmd!r}); install tesseract-ocr and tesseract-ocr-vie")
     return Path(found)
 
 
@@ -81,7 +81,7 @@ def check_languages(cmd: str, languages: str) -> None:
     have = set(out.stdout.split()[1:]) | set(out.stderr.split())
     missing = [lang for lang in languages.split("+") if lang not in have]
     if missing:
-        raise OcrError(f"tesseract language data missing: {', '.join(missing)} (install tesseract-ocr-vie)")
+        raise OcrError("language_missing", f"tesseract language data missing: {', '.join(missing)} (install tesseract-ocr-vie)")
 
 
 def ocr_page(image: Path, out_base: Path, *, cmd: str, languages: str, psm: int, dpi: int, timeout: float) -> PageOutput:
@@ -92,9 +92,9 @@ def ocr_page(image: Path, out_base: Path, *, cmd: str, languages: str, psm: int,
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise OcrError(f"tesseract timed out after {timeout:.0f} s on {image.name}") from None
+        raise OcrError("page_timeout", f"tesseract timed out after {timeout:.0f} s on {image.name}") from None
     if done.returncode != 0:
-        raise OcrError(f"tesseract failed on {image.name}: {done.stderr.strip()[-300:]}")
+        raise OcrError("engine_failed", f"tesseract failed on {image.name}: {done.stderr.strip()[-300:]}")
     text = out_base.with_suffix(".txt").read_text(encoding="utf-8")
     tsv = out_base.with_suffix(".tsv").read_text(encoding="utf-8")
     return PageOutput(text=normalize_text(text), tsv=normalize_text(tsv), pdf=out_base.with_suffix(".pdf"))

@@ -10,6 +10,7 @@ Page images go to the work store content-addressed, so later steps (in any proce
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,11 +31,15 @@ VERSION = "2"  # 2: text direction (sideways) measured
 A4_LONG_SIDE_IN = 11.69
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
+NAME_EXTENSIONS = {".pdf": "application/pdf", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg",
+                   ".jfif": "image/jpeg", ".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff"}
+JUNK_FILES = {"thumbs.db", "desktop.ini"}
 
 
 def key_settings(settings: Settings) -> dict:
     """Everything that changes what capture produces, refusals included."""
     return {"render_dpi": settings.render_dpi, "max_page_pixels": settings.max_page_pixels,
+            "max_render_pixels": settings.max_render_pixels,
             "max_pages": settings.max_pages, "max_input_bytes": settings.max_input_bytes}
 
 
@@ -102,10 +107,25 @@ def describe_source(path: Path, settings: Settings) -> SourceInfo:
     if size == 0:
         raise InputRefused("empty_file", "the file is empty (0 bytes)")
     _check_size(size, settings)
-    media_type = sniff_media_type(path)
-    if media_type not in EXTENSIONS:
-        raise InputRefused("unsupported_type", "not a PDF, TIFF, JPEG or PNG file (checked by content)")
+    media_type = _supported_type(path)
     return SourceInfo(name=path.name, sha256=sha256_file(path), size=size, media_type=media_type)
+
+
+def _supported_type(path: Path, allowed: dict[str, str] = EXTENSIONS) -> str:
+    """The media type by content; refused when unsupported or when the name's extension says otherwise."""
+    media_type = sniff_media_type(path)
+    if media_type not in allowed:
+        kinds = "PDF, TIFF, JPEG or PNG" if allowed is EXTENSIONS else "JPEG, PNG or TIFF image"
+        raise InputRefused("unsupported_type", f"{_display(path)} is not a {kinds} file (checked by content)")
+    has_extension = re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,4}", path.suffix) is not None  # not "hồ sơ 27.11"
+    if has_extension and NAME_EXTENSIONS.get(path.suffix.lower()) != media_type:
+        raise InputRefused(
+            "extension_mismatch", f"{_display(path)} is named {path.suffix!r} but its content is {media_type}")
+    return media_type
+
+
+def _display(path: Path) -> str:
+    return repr(path.name)
 
 
 def _check_size(size: int, settings: Settings) -> None:
@@ -114,14 +134,25 @@ def _check_size(size: int, settings: Settings) -> None:
 
 
 def page_files(folder: Path) -> list[Path]:
-    """Page files of a folder in natural order (page-2 before page-10); hidden files ignored."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    if not files:
+    """Page files of a folder in natural order (page-2 before page-10).
+
+    Hidden files and desktop litter (Thumbs.db, desktop.ini) are not pages; anything else that
+    is not a page image is refused rather than skipped, so no page is ever silently dropped.
+    Links are refused: a link can point outside the folder the station wrote.
+    """
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name.lower() not in JUNK_FILES]
+    for entry in entries:
+        check_name(entry)
+        if entry.is_symlink():
+            raise InputRefused("unsafe_link", f"folder entry {_display(entry)} is a link")
+        if not entry.is_file():
+            raise InputRefused("unsupported_type", f"folder entry {_display(entry)} is not a file")
+        if entry.stat().st_size == 0:
+            raise InputRefused("empty_file", f"page file {_display(entry)} is empty (0 bytes)")
+        _supported_type(entry, IMAGE_TYPES)
+    if not entries:
         raise InputRefused("no_pages", "the folder holds no page files")
-    for file in files:
-        if sniff_media_type(file) not in IMAGE_TYPES:
-            raise InputRefused("unsupported_type", f"folder entry is not a JPEG, PNG or TIFF image: {file.name!r}")
-    return natsorted(files, key=lambda p: p.name)
+    return natsorted(entries, key=lambda p: p.name)
 
 
 def capture(path: Path, source: SourceInfo, store: Store, settings: Settings, key: str) -> CaptureResult:
@@ -292,8 +323,11 @@ def _render_page(path: Path, number: int, page: pikepdf.Page, settings: Settings
     from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
 
     box = [float(v) for v in page.mediabox]
+    square_inches = abs(box[2] - box[0]) / 72 * abs(box[3] - box[1]) / 72
     dpi = settings.render_dpi
-    _check_pixels(int((box[2] - box[0]) / 72 * dpi), int((box[3] - box[1]) / 72 * dpi), settings)
+    if square_inches * dpi * dpi > settings.max_render_pixels:  # a poster: enough resolution, not 300 dpi
+        dpi = max(36, int((settings.max_render_pixels / square_inches) ** 0.5))
+    _check_pixels(int(abs(box[2] - box[0]) / 72 * dpi), int(abs(box[3] - box[1]) / 72 * dpi), settings)
     with tempfile.TemporaryDirectory(prefix="sohoa-render-") as tmp:
         try:
             files = convert_from_path(

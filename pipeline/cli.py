@@ -134,7 +134,7 @@ def _run_each(args: argparse.Namespace, settings: Any, process_dossier: Any) -> 
         except Exception as exc:  # one dossier's failure never stops the others
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             outcome = Outcome(input=safe_name(item), status="failed",
-                              reason=Reason(code=type(exc).__name__, message=message))
+                              reason=Reason(code=getattr(exc, "code", type(exc).__name__), message=message))
         if outcome.status == "refused":
             code = max(code, ExitCode.refused)
         elif outcome.status == "failed":

@@ -33,4 +33,8 @@ class InputRefused(Exception):
 
 
 class OcrError(RuntimeError):
-    """The OCR engine failed on a page that is not itself bad input (missing engine, timeout)."""
+    """The OCR engine failed: ``code`` is engine_missing, language_missing, page_timeout or engine_failed."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code

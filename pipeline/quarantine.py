@@ -25,6 +25,7 @@ class QuarantineReason(BaseModel):
     step: str
     at: str
     files: list[str]
+    skipped: list[str] = []
 
 
 def safe_name(name: str) -> str:
@@ -37,13 +38,16 @@ def quarantine(store: Store, path: Path, *, code: str, message: str, step: str, 
     stamp = datetime.now(UTC)
     prefix = f"quarantine/{stamp:%Y%m%dT%H%M%SZ}-{(sha256 or uuid.uuid4().hex)[:12]}/"
     files: list[str] = []
-    sources = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else ([path] if path.is_file() else [])
+    entries = sorted(path.iterdir()) if path.is_dir() and not path.is_symlink() else [path]
+    # regular files only: a link may point at anything on this machine, which must not leak into the store
+    sources = [p for p in entries if p.is_file() and not (p.is_symlink() and p != path)]
+    skipped = [safe_name(p.name) for p in entries if p not in sources and p != path]
     for index, file in enumerate(sources, start=1):
         key = f"{prefix}input/{index:04d}"
         store.put_file(key, file, content_type="application/octet-stream")
         files.append(key)
     reason = QuarantineReason(code=code, message=message, input_name=safe_name(str(path)), sha256=sha256,
-                              step=step, at=stamp.isoformat(timespec="seconds"), files=files)
+                              step=step, at=stamp.isoformat(timespec="seconds"), files=files, skipped=skipped)
     store.put_bytes(prefix + "reason.json", reason.model_dump_json(indent=2).encode(), content_type="application/json")
     return prefix
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(1 << 30, description="Refuse inputs larger than this")
     max_pages: int = Field(2000, description="Refuse dossiers with more pages")
     max_page_pixels: int = Field(200_000_000, description="Refuse pages with more pixels (decompression bombs)")
+    max_render_pixels: int = Field(
+        40_000_000, description="Rasterize oversized PDF pages (posters, drawings) at a lower DPI to stay under this")
     # ocr
     tesseract_cmd: str = Field("tesseract", description="Tesseract executable")
     languages: str = Field("vie+eng", description="Tesseract languages")

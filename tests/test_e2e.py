@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -11,7 +12,9 @@ import unicodedata
 from pathlib import Path
 
 import jsonschema
+import pikepdf
 import pytest
+from PIL import Image
 
 from pipeline import synth
 from pipeline.models import Manifest
@@ -102,43 +105,86 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     assert calls(log) == len(truth.pages)
 
 
-def test_bad_inputs_are_quarantined_and_do_not_stop_the_others(tmp_path, synth_dir):
+def _refusal_inputs(tmp_path: Path, big_pdf: Path) -> list[tuple[Path, str]]:
+    """One input per refusal case, with the reason code each must get."""
+    cases: list[tuple[Path, str]] = []
+
+    def add(name: str, code: str, data: bytes | None = None) -> Path:
+        path = tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        cases.append((path, code))
+        return path
+
+    add("empty.pdf", "empty_file", b"")
+    add("notes.pdf", "unsupported_type", "Ghi chú, không phải bản quét".encode())
+    one_page = tmp_path / "one-page.pdf"
+    synth.make_dossier(one_page, include=["giay_chung_sinh"])
+    add("truncated.pdf", "corrupt_file", one_page.read_bytes()[:5000])
+    with pikepdf.open(one_page) as pdf:
+        pdf.save(add("locked.pdf", "encrypted_pdf"), encryption=pikepdf.Encryption(user="mật khẩu", owner="o"))
+    with pikepdf.new() as pdf:
+        pdf.save(add("no-pages.pdf", "no_pages"))
+    png = io.BytesIO()
+    Image.new("L", (850, 1100), 255).save(png, format="PNG")
+    add("photo.pdf", "extension_mismatch", png.getvalue())
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000), 1).save(bomb, format="PNG")
+    add("bomb.png", "too_many_pixels", bomb.getvalue())
+    add("big.pdf", "too_large", big_pdf.read_bytes())
+    blank = Image.new("1", (850, 1100), 1)
+    blank.save(add("many.tif", "too_many_pages"), save_all=True, append_images=[blank] * 5, compression="group4")
+    add("..\x1b[31mevil\nname.pdf", "bad_name", b"%PDF-1.4\n")
+    cases.append((Path(os.fsdecode(bytes(tmp_path) + b"/h\xf4 s\xff.pdf")), "bad_name"))
+    cases[-1][0].write_bytes(b"%PDF-1.4\n")
+    linked = add("linked-pages", "unsafe_link")
+    linked.mkdir()
+    (linked / "page-1.png").write_bytes(png.getvalue())
+    (linked / "page-2.png").symlink_to("/etc/passwd")
+    add("missing.pdf", "not_found")
+    return cases
+
+
+def test_every_refusal_is_quarantined_with_its_reason_and_nothing_is_lost(tmp_path, synth_dir, birth_pdf):
     good = synth_dir / "incomplete-pages"
     synth.make_dossier(good, fmt="png-dir", include=["phieu_tiep_nhan", "to_khai_khai_sinh"], seed=3)
-    empty = tmp_path / "empty.pdf"
-    empty.write_bytes(b"")
-    text = tmp_path / "notes.pdf"
-    text.write_text("this is not a scan")
-    truncated = tmp_path / "truncated.pdf"
-    truncated.write_bytes(b"%PDF-1.4\n garbage")
-    hostile = tmp_path / "..\x1b[31mevil\nname.pdf"
-    hostile.write_bytes(b"%PDF-1.4\n")
-    not_utf8 = Path(os.fsdecode(bytes(tmp_path) + b"/h\xf4 s\xff.pdf"))
-    not_utf8.write_bytes(b"%PDF-1.4\n")
-    archive = tmp_path / "archive"
+    (tmp_path / "in").mkdir()
+    cases = _refusal_inputs(tmp_path / "in", birth_pdf[0])
+    archive, scratch = tmp_path / "archive", tmp_path / "scratch"
+    scratch.mkdir()
+    inputs = [good] + [path for path, _ in cases]
+    limits = {"SOHOA_MAX_INPUT_BYTES": "1500000", "SOHOA_MAX_PAGES": "4", "TMPDIR": str(scratch)}
 
-    inputs = [empty, good, text, truncated, hostile, not_utf8]
-    code, lines, stderr = sohoa(*map(str, inputs), "--archive", str(archive))
+    code, lines, stderr = sohoa(*map(str, inputs), "--archive", str(archive), env=limits)
     assert code == 3, stderr
-    assert [line["status"] for line in lines] == ["refused", "needs_review", "refused", "refused", "refused", "refused"]
-    codes = ["empty_file", None, "unsupported_type", "corrupt_file", "bad_name", "bad_name"]
-    assert [line.get("reason", {}).get("code") for line in lines] == codes
     assert "Traceback" not in stderr
-    raw = json.loads(Path(lines[1]["manifest"]).read_text())
+    assert len(lines) == len(inputs)
+    assert lines[0]["status"] == "needs_review"  # the good dossier finished among the bad ones
+    raw = json.loads(Path(lines[0]["manifest"]).read_text())
     jsonschema.validate(raw, SCHEMA)
     assert Manifest.model_validate(raw).verification.missing == ["giay_chung_sinh"]
-    reasons = [json.loads(r.read_text()) for r in sorted(archive.glob("quarantine/*/reason.json"))]
-    assert sorted(r["code"] for r in reasons) == sorted(c for c in codes if c)
-    for reason in reasons:
-        assert reason["input_name"].isprintable() and reason["files"], reason
-    assert all(p.exists() for p in inputs)  # inputs are never removed
+    assert [(line["status"], line["reason"]["code"]) for line in lines[1:]] == [("refused", c) for _, c in cases]
+    assert all(line["reason"]["message"] and "\n" not in line["reason"]["message"] for line in lines[1:])
+
+    store = open_store(str(archive))
+    for (path, code), line in zip(cases, lines[1:]):
+        reason = json.loads(Path(line["quarantine"]).read_text())
+        assert reason["code"] == code and reason["input_name"].isprintable()
+        kept = [store.get_bytes(key) for key in reason["files"]]
+        if path.is_file():  # nothing lost: the quarantine holds the input's bytes, and the input is still there
+            assert kept == [path.read_bytes()]
+        elif path.is_dir():
+            assert kept == [(path / "page-1.png").read_bytes()] and reason["skipped"] == ["page-2.png"]
+        else:
+            assert code == "not_found" and kept == []
+    assert not list(scratch.glob("sohoa-*")), "temporary files left behind"
 
 
 def test_engine_failure_fails_the_dossier_and_quarantines_it(tmp_path, birth_pdf):
     archive = tmp_path / "archive"
     code, [line], stderr = sohoa(str(birth_pdf[0]), "--archive", str(archive), env={"SOHOA_LANGUAGES": "vie+xyz"})
     assert code == 4 and line["status"] == "failed"
-    assert "language data missing: xyz" in line["reason"]["message"]
+    assert line["reason"]["code"] == "language_missing" and "language data missing: xyz" in line["reason"]["message"]
     [reason] = [json.loads(r.read_text()) for r in archive.glob("quarantine/*/reason.json")]
-    assert reason["code"] == "processing_failed" and reason["sha256"]
+    assert reason["code"] == "language_missing" and reason["sha256"]
     assert not list(archive.glob("dossiers/*"))
