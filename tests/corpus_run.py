@@ -1,0 +1,82 @@
+"""Run a folder of odd files (the peer corpus) through capture and OCR, one outcome per file.
+
+Used by tests/test_corpus.py, and to refresh the table in docs/corpus.md:
+
+    .venv/bin/python -m tests.corpus_run ../shared/corpus/ocrmypdf > docs/corpus.md
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ocr import engine
+from pipeline import capture as capturing
+from pipeline.errors import InputRefused, OcrError
+from pipeline.settings import Settings
+from storage import open_store
+
+PAGE_TIMEOUT_S = 120.0
+
+
+class CorpusRow(BaseModel):
+    name: str
+    outcome: str  # processed | refused | failed
+    code: str | None = None
+    message: str | None = None
+    pages: int = 0
+    words: int = 0
+    confidence: float = 0.0
+    origins: str = ""
+    seconds: float = 0.0
+    text: str = ""
+
+
+def run_file(path: Path, settings: Settings) -> CorpusRow:
+    store = open_store(settings.work)
+    started = time.perf_counter()
+    try:
+        info = capturing.describe_source(path, settings)
+        captured = capturing.capture(path, info, store, settings, capturing.capture_key(info, settings))
+        result = engine.run_ocr(captured, store, settings, engine.ocr_key(captured.key, settings))
+    except (InputRefused, OcrError) as error:
+        outcome = "refused" if isinstance(error, InputRefused) else "failed"
+        message = error.message if isinstance(error, InputRefused) else str(error)
+        return CorpusRow(name=path.name, outcome=outcome, code=error.code, message=message[:120],
+                         seconds=round(time.perf_counter() - started, 2))
+    words = sum(p.word_count for p in result.pages)
+    read = [p for p in result.pages if p.word_count]
+    origins = ", ".join(sorted({f"{p.origin} {p.dpi} dpi" for p in captured.pages}))
+    return CorpusRow(
+        name=path.name, outcome="processed", pages=len(result.pages), words=words,
+        confidence=round(sum(p.confidence for p in read) / len(read), 1) if read else 0.0, origins=origins,
+        seconds=round(time.perf_counter() - started, 2), text=" ".join(" ".join(p.text.split()) for p in result.pages),
+    )
+
+
+def run_corpus(folder: Path, workdir: Path) -> list[CorpusRow]:
+    settings = Settings(archive=str(workdir / "archive"), work=str(workdir / "work"), page_timeout_s=PAGE_TIMEOUT_S)
+    open_store(settings.work).ensure_ready()
+    return [run_file(path, settings) for path in sorted(folder.iterdir()) if path.is_file()]
+
+
+def markdown(rows: list[CorpusRow]) -> str:
+    lines = ["| file | outcome | pages | words | mean conf. | pages taken as | s | first words / reason |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        detail = (r.text[:60] or "(no text)") if r.outcome == "processed" else f"`{r.code}`: {r.message}"
+        detail = detail.replace("|", "\\|")
+        lines.append(f"| {r.name} | {r.outcome} | {r.pages or ''} | {r.words if r.outcome == 'processed' else ''} | "
+                     f"{r.confidence or ''} | {r.origins} | {r.seconds} | {detail} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/corpus/ocrmypdf"
+    with tempfile.TemporaryDirectory(prefix="sohoa-corpus-") as tmp:
+        rows = run_corpus(folder, Path(tmp))
+    print(markdown(rows))
