@@ -122,3 +122,32 @@ def test_step_keys_chain_downstream_only():
     assert classify_a != classify_b
     assert step_key("verify", "1", {}, classify_a) != step_key("verify", "1", {}, classify_b)
     assert "/" not in capture and capture.startswith("capture-")
+
+
+def test_pages_below_200_dpi_get_a_resolution_warning():
+    from pipeline.models import CaptureResult, PageImage, SourceInfo
+
+    def image(n: int, dpi: int) -> PageImage:
+        return PageImage(n=n, key=f"k{n}", sha256="s", media_type="image/png", width=1, height=1, dpi=dpi, origin="image")
+
+    source = SourceInfo(name="x", sha256="s", size=1, media_type="image/png")
+    check = verify.check_resolution(CaptureResult(key="c", source=source, pages=[image(1, 300), image(2, 150)]))
+    assert (check.ok, check.severity, check.values["low_pages"]) == (False, "warning", ["2"])
+
+
+def test_qr_code_and_printed_code_disagreeing_is_an_error():
+    classified = _classified(["phieu_tiep_nhan"], "1.001193", dossier_code="000.00.00.H49-261127-0001",
+                             dossier_code_source="qr", dossier_code_printed="000.00.00.H49-261127-0007")
+    check = verify.check_dossier_code_agreement(classified)
+    assert not check.ok and check.severity == "error" and "0007" in check.message
+
+
+def test_qr_code_is_read_from_a_receipt_page():
+    import numpy as np
+
+    from pipeline import identity, synth
+
+    page = np.asarray(synth.render_pages(include=["phieu_tiep_nhan"], dpi=200, seed=4)[0].convert("L"))
+    code = synth.build_layout("1.001193", 4, ["phieu_tiep_nhan"])[0].dossier_code
+    assert identity.dossier_codes_in_qr(identity.read_qr_codes(page, 200)) == [code]
+    assert identity.read_qr_codes(np.full((800, 600), 255, np.uint8), 100) == []
