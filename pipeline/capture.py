@@ -27,7 +27,7 @@ from pipeline.models import CaptureResult, PageImage, SourceInfo
 from pipeline.settings import Settings
 from storage import Store
 
-VERSION = "2"  # 2: text direction (sideways) measured
+VERSION = "3"  # 2: text direction (sideways) measured; 3: square pixels
 A4_LONG_SIDE_IN = 11.69
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
@@ -219,20 +219,39 @@ def _image_page(path: Path, fmt: str | None, frame: Image.Image, settings: Setti
     _check_pixels(frame.width, frame.height, settings)
     orientation = frame.getexif().get(0x0112, 1)
     rotation = {3: 180, 6: 90, 8: 270}.get(orientation, 0)
-    dpi = _image_dpi(frame)
-    if fmt == "JPEG" and orientation == 1 and frame.mode in ("L", "RGB", "CMYK"):
-        return RawPage(path.read_bytes(), "image/jpeg", dpi, 0, "image")
+    dpi_x, dpi_y = _image_dpi(frame)
+    if fmt == "JPEG" and orientation == 1 and frame.mode in ("L", "RGB", "CMYK") and _is_square(dpi_x, dpi_y):
+        return RawPage(path.read_bytes(), "image/jpeg", dpi_x, 0, "image")
     upright = ImageOps.exif_transpose(frame) if orientation != 1 else frame
-    return RawPage(_encode_png(upright, dpi), "image/png", dpi, rotation, "image")
+    if rotation in (90, 270):
+        dpi_x, dpi_y = dpi_y, dpi_x
+    square, dpi = square_pixels(upright, dpi_x, dpi_y)
+    return RawPage(_encode_png(square, dpi), "image/png", dpi, rotation, "image")
 
 
-def _image_dpi(image: Image.Image) -> int:
-    """DPI from the file; when absent or a screen default (72/96), estimate from an A4 page."""
+def _image_dpi(image: Image.Image) -> tuple[int, int]:
+    """(x, y) DPI from the file; when absent or a screen default (72/96), estimated from an A4 page."""
     dpi = image.info.get("dpi")
-    value = int(round(float(dpi[0]))) if dpi and dpi[0] else 0
-    if value in (0, 1, 72, 96):
-        value = int(round(max(image.size) / A4_LONG_SIDE_IN))
-    return max(value, 1)
+    values = [int(round(float(v))) for v in dpi[:2]] if dpi and len(dpi) >= 2 and dpi[0] else [0, 0]
+    if values[0] in (0, 1, 72, 96):
+        estimate = max(int(round(max(image.size) / A4_LONG_SIDE_IN)), 1)
+        return estimate, estimate
+    return values[0], values[1] or values[0]
+
+
+def _is_square(dpi_x: int, dpi_y: int) -> bool:
+    return abs(dpi_x - dpi_y) <= 0.02 * max(dpi_x, dpi_y)
+
+
+def square_pixels(image: Image.Image, dpi_x: int, dpi_y: int) -> tuple[Image.Image, int]:
+    """Resample non-square pixels (faxes at 204x98 dpi) to the higher of the two resolutions."""
+    if _is_square(dpi_x, dpi_y):
+        return image, dpi_x
+    dpi = max(dpi_x, dpi_y)
+    size = (int(round(image.width * dpi / dpi_x)), int(round(image.height * dpi / dpi_y)))
+    if image.mode == "1":
+        image = image.convert("L")
+    return image.resize(size, Image.LANCZOS), dpi
 
 
 def _encode_png(image: Image.Image, dpi: int) -> bytes:
@@ -282,13 +301,14 @@ def _native_page(page: pikepdf.Page, settings: Settings) -> RawPage | None:
         if len(xobjects) != 1 or len(images) != 1 or not _draws_only_one_full_image(page):
             return None
         image = pikepdf.PdfImage(images[0])
-        width_pt = float(page.mediabox[2]) - float(page.mediabox[0])
-        dpi = int(round(image.width / (width_pt / 72)))
+        box = [float(v) for v in page.mediabox]
+        dpi_x = int(round(image.width / (abs(box[2] - box[0]) / 72)))
+        dpi_y = int(round(image.height / (abs(box[3] - box[1]) / 72)))
         _check_pixels(image.width, image.height, settings)
         rotation = int(page.obj.get("/Rotate", 0)) % 360
-        if image.filters == ["/DCTDecode"] and rotation == 0 and image.mode in ("L", "RGB"):
-            return RawPage(bytes(image.obj.read_raw_bytes()), "image/jpeg", dpi, 0, "native")
-        pil = image.as_pil_image()
+        if image.filters == ["/DCTDecode"] and rotation == 0 and image.mode in ("L", "RGB") and _is_square(dpi_x, dpi_y):
+            return RawPage(bytes(image.obj.read_raw_bytes()), "image/jpeg", dpi_x, 0, "native")
+        pil, dpi = square_pixels(image.as_pil_image(), dpi_x, dpi_y)
         if rotation:
             pil = pil.rotate(-rotation, expand=True)
         return RawPage(_encode_png(pil, dpi), "image/png", dpi, rotation, "native")
