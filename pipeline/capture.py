@@ -87,6 +87,8 @@ def check_name(path: Path) -> None:
         raise InputRefused("bad_name", "the file name contains control characters")
     if len(encoded) > MAX_NAME_BYTES:
         raise InputRefused("bad_name", f"the file name is longer than {MAX_NAME_BYTES} bytes")
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise InputRefused("bad_name", f"the name {name!r} is a path, not a file name")
 
 
 def describe_source(path: Path, settings: Settings) -> SourceInfo:

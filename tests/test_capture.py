@@ -115,3 +115,15 @@ def test_pdfimages_agrees_on_native_resolution(birth_pdf):
     listing = subprocess.run(["pdfimages", "-list", str(birth_pdf[0])], capture_output=True, text=True, check=True)
     rows = [line.split() for line in listing.stdout.splitlines()[2:]]
     assert rows and all(row[12] == "300" for row in rows)
+
+
+@pytest.mark.parametrize("name", ["..", "a\\\\..\\\\b.pdf", "tab\there.pdf", "esc\x1b.pdf", "del\x7f.pdf",
+                                  "c1\x85.pdf", "x" * 252 + ".pdf", "\udcff.pdf"])
+def test_hostile_names_are_refused(name):
+    with pytest.raises(InputRefused) as refused:
+        capturing.check_name(Path("/inbox") / name)
+    assert refused.value.code == "bad_name"
+
+
+def test_ordinary_vietnamese_names_are_accepted():
+    capturing.check_name(Path("/inbox/Hồ sơ khai sinh - Nguyễn Thị Hồng Nhung (bản 2).pdf"))
