@@ -29,7 +29,7 @@ from pipeline.models import (
 from pipeline.plan import StepPlan, plan
 from pipeline.quarantine import quarantine, refuse
 from pipeline.settings import Settings
-from storage import open_store
+from storage import Store, open_store
 
 STEPS = ("capture", "ocr", "classify", "verify", "archive")
 _PERSISTED = dict(cache_policy=STEP_KEY, persist_result=True, result_serializer="json")
@@ -104,35 +104,25 @@ def process_dossier(
     """
     started = time.perf_counter()
     settings = Settings(**({"archive": archive} if archive else {}))
-    log = get_run_logger()
-    path = Path(source)
     unknown = set(refresh or []) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown steps in refresh: {sorted(unknown)}; steps are {', '.join(STEPS)}")
+    path, archive_store, log = Path(source), open_store(settings.archive), get_run_logger()
     info: SourceInfo | None = None
     try:
         info = capturing.describe_source(path, settings)
         steps = plan(info, settings, procedure)
-        earlier = None if refresh else archiving.find_archived(open_store(settings.archive), info.sha256, steps["verify"].key)
+        earlier = None if refresh else archiving.find_archived(archive_store, info.sha256, steps["verify"].key)
         if earlier:
             log.info("%s is already archived as %s with these settings: not processed again", path.name, earlier.dossier_id)
             return Outcome(input=source, status="duplicate", dossier_id=earlier.dossier_id,
-                           manifest=open_store(settings.archive).url_for(earlier.manifest_key), duration_s=_since(started))
-        run = _Runner(settings, _from_first(refresh or []), steps)
-        captured = run(capture_task, str(path), info, settings)
-        if isinstance(captured, Refusal):
-            raise InputRefused(captured.code, captured.message)
-        log.info("captured %d pages from %s", len(captured.pages), info.media_type)
-        ocr = run(ocr_task, captured, settings)
-        classified = run(classify_task, ocr, captured, settings, procedure=procedure)
-        verified = run(verify_task, captured, ocr, classified, settings)
-        archived = archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
+                           manifest=archive_store.url_for(earlier.manifest_key), duration_s=_since(started))
+        archived = _run_steps(path, info, settings, procedure, _Runner(settings, _from_first(refresh or []), steps))
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
-        return refuse(open_store(settings.archive), path, refusal, sha256=info.sha256 if info else None,
-                      duration_s=_since(started))
+        return refuse(archive_store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))
     except Exception as exc:
-        _quarantine_failure(settings, path, exc, info)
+        _quarantine_failure(archive_store, path, exc, info)
         raise
     manifest = archived.manifest
     log.info("archived %s as %s (%s)", path.name, archived.dossier_id, manifest.status)
@@ -141,6 +131,18 @@ def process_dossier(
         pages=len(manifest.pages), documents=[d.type for d in manifest.documents],
         cached_steps=[name for name, record in manifest.steps.items() if record.cached], duration_s=_since(started),
     )
+
+
+def _run_steps(path: Path, info: SourceInfo, settings: Settings, procedure: str | None, run: _Runner) -> ArchiveResult:
+    """The five steps in order; a capture Refusal becomes InputRefused for the caller to quarantine."""
+    captured = run(capture_task, str(path), info, settings)
+    if isinstance(captured, Refusal):
+        raise InputRefused(captured.code, captured.message)
+    get_run_logger().info("captured %d pages from %s", len(captured.pages), info.media_type)
+    ocr = run(ocr_task, captured, settings)
+    classified = run(classify_task, ocr, captured, settings, procedure=procedure)
+    verified = run(verify_task, captured, ocr, classified, settings)
+    return archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
 
 
 def _from_first(refresh: list[str]) -> set[str]:
@@ -155,10 +157,10 @@ def _since(started: float) -> float:
     return round(time.perf_counter() - started, 3)
 
 
-def _quarantine_failure(settings: Settings, path: Path, exc: Exception, info: SourceInfo | None) -> None:
+def _quarantine_failure(store: Store, path: Path, exc: Exception, info: SourceInfo | None) -> None:
     """Keep a failed input beside a machine-readable reason; a storage outage may prevent even that."""
     try:
-        quarantine(open_store(settings.archive), path, code=getattr(exc, "code", "processing_failed"),
+        quarantine(store, path, code=getattr(exc, "code", "processing_failed"),
                    message=f"{type(exc).__name__}: {exc}"[:500], step="pipeline", sha256=info.sha256 if info else None)
     except Exception as second:  # the input stays where it was; say so in the log
         get_run_logger().error("could not quarantine %s: %s", path.name, second)
