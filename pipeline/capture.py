@@ -27,7 +27,7 @@ from pipeline.models import CaptureResult, PageImage, SourceInfo
 from pipeline.settings import Settings
 from storage import Store
 
-VERSION = "3"  # 2: text direction (sideways) measured; 3: square pixels
+VERSION = "4"  # 2: text direction (sideways) measured; 3: square pixels; 4: masked images rendered
 A4_LONG_SIDE_IN = 11.69
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
@@ -301,6 +301,8 @@ def _native_page(page: pikepdf.Page, settings: Settings) -> RawPage | None:
         xobjects = page.obj.get("/Resources", pikepdf.Dictionary()).get("/XObject", pikepdf.Dictionary())
         images = [x for x in xobjects.values() if x.get("/Subtype") == "/Image"]
         if len(xobjects) != 1 or len(images) != 1 or not _draws_only_one_full_image(page):
+            return None
+        if "/SMask" in images[0] or "/Mask" in images[0]:  # what shows depends on the mask: render it
             return None
         image = pikepdf.PdfImage(images[0])
         box = [float(v) for v in page.mediabox]

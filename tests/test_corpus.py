@@ -25,7 +25,7 @@ REFUSED = {
 }
 # files with legible text, and a word each must yield
 LEGIBLE = {
-    "2400dpi.pdf": "Waterman", "3small.pdf": "Milafranga", "acroform.pdf": "cromulent", "c02-22.pdf": "TIP-TOED",
+    "2400dpi.pdf": "Waterman", "aspect.pdf": "circle", "3small.pdf": "Milafranga", "acroform.pdf": "cromulent", "c02-22.pdf": "TIP-TOED",
     "cardinal.pdf": "LinnSequencer", "ccitt.pdf": "LinnSequencer", "cmyk.pdf": "Multicolor", "crom.png": "cromulent",
     "epson.pdf": "Wikipedia", "formxobject.pdf": "XObject", "francais.pdf": "Portez", "jbig2.pdf": "LinnSequencer",
     "jbig2_baddevicen.pdf": "LinnSequencer", "linn.pdf": "LinnSequencer", "linn.png": "LinnSequencer",
