@@ -26,7 +26,7 @@ from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWo
 from pipeline.settings import Settings
 from storage import Store, materialize
 
-VERSION = "3"  # 3: upright/deskewed/upscaled OCR copy, upside-down retry
+VERSION = "4"  # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared
 RETRY_BELOW_CONFIDENCE = 70.0
 _WORDS = TypeAdapter(list[PageWords])
 log = logging.getLogger("sohoa.ocr")
@@ -133,7 +133,7 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
                          f", turned {result[0].orientation}" if result[0].orientation else "")
         ordered = [done[page.n] for page in capture.pages]
         pdf_path = workdir / "searchable.pdf"
-        searchable.assemble([plan for _, plan, _ in ordered], pdf_path)
+        searchable.assemble([plan for _, plan, _ in ordered], pdf_path, title=capture.source.name)
         pdf_key = f"ocr/{key}/searchable.pdf"
         store.put_file(pdf_key, pdf_path, content_type="application/pdf")
         words_key = f"ocr/{key}/words.json"

@@ -54,8 +54,41 @@ class PagePlan:
     rotate: int  # /Rotate, so that viewers show the page upright
 
 
-def assemble(plans: Sequence[PagePlan], out: Path) -> None:
-    """Write one PDF page per plan, in order."""
+def srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def declare_pdfa(pdf: pikepdf.Pdf, title: str) -> None:
+    """Declare PDF/A-2b: XMP identification and an sRGB output intent for the device colour spaces.
+
+    This declares conformance; it is not a validator (see docs/architecture.md for what is checked).
+    """
+    icc = pikepdf.Stream(pdf, srgb_profile())
+    icc.N = 3
+    pdf.Root.OutputIntents = pikepdf.Array([pikepdf.Dictionary(
+        Type=pikepdf.Name.OutputIntent, S=pikepdf.Name.GTS_PDFA1, OutputConditionIdentifier="sRGB IEC61966-2.1",
+        Info="sRGB IEC61966-2.1", DestOutputProfile=pdf.make_indirect(icc))])
+    with pdf.open_metadata(set_pikepdf_as_editor=False) as meta:
+        meta["pdfaid:part"] = "2"
+        meta["pdfaid:conformance"] = "B"
+        meta["dc:title"] = title
+        meta["xmp:CreatorTool"] = "sohoa"
+        meta["pdf:Producer"] = "sohoa (pikepdf, tesseract)"
+
+
+def extract_pages(source: Path, numbers: Sequence[int], out: Path, title: str) -> None:
+    """A PDF of some pages of ``source`` (1-based numbers), declared PDF/A-2b like its source."""
+    with pikepdf.open(source) as whole, pikepdf.new() as part:
+        for number in numbers:
+            part.pages.append(whole.pages[number - 1])
+        declare_pdfa(part, title)
+        part.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+
+
+def assemble(plans: Sequence[PagePlan], out: Path, title: str = "") -> None:
+    """Write one PDF page per plan, in order, declared PDF/A-2b."""
     pdf = pikepdf.new()
     layers: list[pikepdf.Pdf] = []
     try:
@@ -73,6 +106,7 @@ def assemble(plans: Sequence[PagePlan], out: Path) -> None:
                 f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q q {matrix} cm /Fx0 Do Q".encode())
             if plan.rotate:
                 target.obj.Rotate = plan.rotate
+        declare_pdfa(pdf, title)
         pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
     finally:
         for layer in layers:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from ocr import pdf as searchable
+
 from pipeline.capture import EXTENSIONS, sniff_media_type
 from pipeline.keys import sha256_bytes, sha256_file, step_key
 from pipeline.models import (
@@ -24,7 +26,7 @@ from pipeline.models import (
 )
 from storage import ObjectNotFound, Store, StorageError, materialize
 
-VERSION = "1"
+VERSION = "2"  # 2: a searchable PDF per document
 MANIFEST = "manifest.json"
 
 
@@ -107,12 +109,20 @@ def archive(
             files["original"] = put_verified(store, f"{prefix}original{ext}", source, capture.source.media_type)
         pdf = materialize(work, ocr.searchable_pdf_key, workdir / "searchable.pdf")
         files["searchable_pdf"] = put_verified(store, f"{prefix}{ident}.pdf", pdf, "application/pdf")
+        documents = []
+        for index, document in enumerate(classified.documents, start=1):
+            part = workdir / f"document-{index}.pdf"
+            searchable.extract_pages(pdf, document.pages, part, title=f"{ident} {document.type}")
+            ref = put_verified(store, f"{prefix}documents/{index:02d}-{document.type}.pdf", part, "application/pdf")
+            files[f"document_{index:02d}"] = ref
+            documents.append(document.model_copy(update={"file": ref.key}))
         words = materialize(work, ocr.words_key, workdir / "words.json")
         files["ocr_words"] = put_verified(store, f"{prefix}words.json", words, "application/json")
     steps = {**steps, "archive": StepRecord(
         version=VERSION, cache_key=archive_key(verified, store), cached=False,
         duration_s=round(time.perf_counter() - started, 3))}
-    manifest = build_manifest(ident, capture, ocr, classified, verified, steps, files)
+    manifest = build_manifest(ident, capture, ocr, classified.model_copy(update={"documents": documents}), verified,
+                              steps, files)
     data = manifest.to_json().encode()
     store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
     record = ArchivedSource(dossier_id=ident, manifest_key=prefix + MANIFEST, verify_key=verified.key)

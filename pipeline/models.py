@@ -98,6 +98,7 @@ class Document(_Model):
     pages: list[int]
     title: str | None = Field(None, description="Title line the type was read from")
     fields: dict[str, str | list[str]] = Field(default_factory=dict)
+    file: str | None = Field(None, description="Archive key of this document's own searchable PDF")
 
 
 class ClassifyResult(_Model):

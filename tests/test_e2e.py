@@ -84,6 +84,14 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
                                                        text=True, check=True).stdout)
     assert "GIẤY CHỨNG SINH" in text and "TỜ KHAI ĐĂNG KÝ KHAI SINH" in text
     assert archive.stat(manifest.files["searchable_pdf"].key).metadata["sha256"] == manifest.files["searchable_pdf"].sha256
+    declaration = manifest.documents[1]  # the two-page declaration, as its own searchable PDF
+    part = tmp_path / "declaration.pdf"
+    part.write_bytes(archive.get_bytes(declaration.file))
+    subprocess.run(["qpdf", "--check", str(part)], check=True, capture_output=True)
+    part_text = unicodedata.normalize("NFC", subprocess.run(["pdftotext", str(part), "-"], capture_output=True,
+                                                            text=True, check=True).stdout)
+    assert "TỜ KHAI ĐĂNG KÝ KHAI SINH" in part_text and "GIẤY CHỨNG SINH" not in part_text
+    assert part_text.count("\f") == 2
 
     # the same file again, same settings: a duplicate of a complete archive, not processed twice
     code, [again], stderr = sohoa(str(path), "--archive", archive_url, env=env)

@@ -6,6 +6,7 @@ import re
 import subprocess
 import unicodedata
 
+import pikepdf
 import pytest
 
 from ocr import engine, tesseract
@@ -43,6 +44,12 @@ def test_ocr_reads_vietnamese_and_builds_a_searchable_pdf(two_pages, settings, w
     text = unicodedata.normalize("NFC", subprocess.run(
         ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout)
     assert "TỜ KHAI ĐĂNG KÝ KHAI SINH" in text
+    with pikepdf.open(pdf) as document:
+        meta = document.open_metadata()
+        assert (meta["pdfaid:part"], meta["pdfaid:conformance"]) == ("2", "B")
+        assert document.Root.OutputIntents[0].S == "/GTS_PDFA1"
+    images = sum(len(work_store.get_bytes(p.key)) for p in captured.pages)
+    assert pdf.stat().st_size <= 1.3 * images  # scanned JPEGs embedded as they are, plus a small text layer
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     assert re.search(r"^Pages:\s+2$", info, re.M) and "(A4)" in info
 
