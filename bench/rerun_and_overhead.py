@@ -7,7 +7,8 @@ one run measures:
   a) raw bound: the tesseract CLI over the same page images (the PDFs' own JPEGs), one process
      per core, one thread each, txt + tsv + text-only PDF output (what the pipeline asks for);
   b) `sohoa run` on all dossiers, fresh stores (embedded Prefect, so its start-up is included);
-  c) the same command again: every step cached.
+  c) the same inputs into a second archive with the same work store: every step cached;
+  d) the same inputs into the first archive again: recognised as duplicates, no step runs.
 Prints wall times, pages per minute and the ratios b/a and c/b (also on the flows' own
 durations, which exclude Prefect's start-up).
 """
@@ -45,13 +46,13 @@ def raw_tesseract(images: list[Path], out: Path, jobs: int) -> float:
     return time.perf_counter() - started
 
 
-def sohoa_run(inputs: list[Path], archive: Path, work: Path) -> tuple[float, float]:
+def sohoa_run(inputs: list[Path], archive: Path, work: Path, status: str = "passed") -> tuple[float, float]:
     started = time.perf_counter()
     done = subprocess.run([SOHOA, "run", "--json", "-q", *map(str, inputs), "--archive", str(archive), "--work", str(work)],
                           capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
     outcomes = [json.loads(line) for line in done.stdout.splitlines()]
-    assert all(o["status"] == "passed" for o in outcomes), outcomes
+    assert all(o["status"] == status for o in outcomes), outcomes
     return wall, sum(o["duration_s"] for o in outcomes)
 
 
@@ -75,13 +76,15 @@ def main() -> None:
         images = sorted(pages_dir.glob("*.jpg"))
         raw = raw_tesseract(images, raw_out, args.jobs)
         first_wall, first_flows = sohoa_run(inputs, root / "archive", root / "work")
-        again_wall, again_flows = sohoa_run(inputs, root / "archive", root / "work")
+        again_wall, again_flows = sohoa_run(inputs, root / "archive-2", root / "work")
+        dup_wall, dup_flows = sohoa_run(inputs, root / "archive", root / "work", status="duplicate")
     pages = len(images)
     print(f"{args.dossiers} dossiers, {pages} pages, {args.jobs} jobs, {os.cpu_count()} CPUs")
     print(f"a) raw tesseract           {raw:7.2f} s  {pages / raw * 60:6.1f} pages/min")
     print(f"b) sohoa run (first)       {first_wall:7.2f} s  {pages / first_wall * 60:6.1f} pages/min"
           f"  (flows alone {first_flows:.2f} s)")
     print(f"c) sohoa run (cached)      {again_wall:7.2f} s  (flows alone {again_flows:.2f} s)")
+    print(f"d) sohoa run (duplicates)  {dup_wall:7.2f} s  (flows alone {dup_flows:.2f} s)")
     print(f"b/a  pipeline vs raw, CLI wall incl. Prefect start-up : {first_wall / raw:5.2f}")
     print(f"b/a  pipeline vs raw, flows alone                    : {first_flows / raw:5.2f}")
     print(f"c/b  cached rerun vs first, flows alone              : {again_flows / first_flows:6.3f}"

@@ -108,6 +108,8 @@ def process_dossier(
     if unknown:
         raise ValueError(f"unknown steps in refresh: {sorted(unknown)}; steps are {', '.join(STEPS)}")
     path, archive_store, log = Path(source), open_store(settings.archive), get_run_logger()
+    archive_store.ensure_ready()  # a deployment run has no CLI to prepare the stores
+    open_store(settings.work).ensure_ready()
     info: SourceInfo | None = None
     try:
         info = capturing.describe_source(path, settings)

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 from pydantic import TypeAdapter
 
 from ocr import normalize, tesseract
@@ -76,15 +75,12 @@ class Reading:
 
 
 def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
-    gray = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
-    if gray is None:
-        raise ValueError(f"page {page.n} image cannot be decoded")
     base = workdir / f"p{page.n:04d}r{rotation % 360:03d}"
-    image = normalize.prepare(gray, page.dpi, rotation, page.skew, base.with_suffix(".png"))
-    del gray
+    image = normalize.prepare(source, (page.width, page.height), page.dpi, rotation, page.skew, base.with_suffix(".png"))
     out = tesseract.ocr_page(image.path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
                              psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
-    image.path.unlink()
+    if image.temporary:
+        image.path.unlink()
     words = [w.model_copy(update={"box": normalize.to_original(image, w.box)}) for w in parse_tsv(out.tsv)]
     return Reading(image=image, text=out.text.strip(), words=words, layer=out.pdf)
 

@@ -29,6 +29,7 @@ class OcrImage:
     deskew: float  # degrees turned clockwise to straighten counter-clockwise skewed text
     matrix: tuple[float, ...]  # 3x3 row-major, original pixel (x, y) -> copy pixel (x', y'), exact
     placement: tuple[float, ...]  # the same without the deskew rotation: where the text layer goes
+    temporary: bool = True  # a copy made for OCR (delete after use), not the stored page itself
 
 
 def _quarter(gray: np.ndarray, degrees: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,12 +66,23 @@ def _rotate_scale(gray: np.ndarray, skew: float, scale: float) -> tuple[np.ndarr
     return out, matrices[0], matrices[1]
 
 
-def prepare(gray: np.ndarray, dpi: int, rotation: int, skew: float, out: Path) -> OcrImage:
-    """Write the OCR copy of ``gray`` to ``out`` (PNG) and return how it relates to the original."""
-    turned, matrix = _quarter(gray, rotation)
-    placement = matrix
+def prepare(source: Path, size: tuple[int, int], dpi: int, rotation: int, skew: float, out: Path) -> OcrImage:
+    """The OCR copy of the page image ``source`` (``size`` = width, height), written to ``out`` as PNG.
+
+    A page that needs no change is read as it is: no decoding, no copy (``path`` is ``source``).
+    """
     straighten = skew if abs(skew) >= DESKEW_FROM_DEG else 0.0
     scale = OCR_DPI / dpi if dpi < UPSCALE_BELOW_DPI else 1.0
+    if rotation % 360 == 0 and not straighten and scale == 1.0:
+        identity = _flat(np.eye(3))
+        return OcrImage(path=source, width=size[0], height=size[1], dpi=dpi, rotation=0, deskew=0.0,
+                        matrix=identity, placement=identity, temporary=False)
+    gray = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise ValueError(f"page image {source.name} cannot be decoded")
+    turned, matrix = _quarter(gray, rotation)
+    del gray
+    placement = matrix
     if straighten or scale != 1.0:
         turned, exact, unrotated = _rotate_scale(turned, straighten, scale)
         matrix, placement = exact @ matrix, unrotated @ matrix

@@ -196,3 +196,12 @@ def test_engine_failure_fails_the_dossier_and_quarantines_it(tmp_path, birth_pdf
     [reason] = [json.loads(r.read_text()) for r in archive.glob("quarantine/*/reason.json")]
     assert reason["code"] == "language_missing" and reason["sha256"]
     assert not list(archive.glob("dossiers/*"))
+
+
+def test_the_flow_prepares_its_own_stores_when_a_deployment_runs_it(birth_pdf, tmp_path, monkeypatch):
+    """A worker calls the flow directly: no CLI has created the archive or work store before."""
+    from flows.process import process_dossier
+
+    monkeypatch.setenv("SOHOA_WORK", str(tmp_path / "new" / "work"))
+    outcome = process_dossier(source=str(birth_pdf[0]), archive=str(tmp_path / "new" / "archive"))
+    assert outcome.status == "passed" and Path(outcome.manifest).is_file()
