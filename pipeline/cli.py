@@ -98,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bad:
         print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
         return ExitCode.usage
+    _quiet_embedded_server()
     try:
         result_storage_for(settings.work)  # once per process, before the first dossier
     except Exception as exc:
@@ -105,6 +106,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return ExitCode.failed
     with _embedded_without_heartbeats():
         return _run_each(args, settings, process_dossier)
+
+
+# Services of the embedded server that only feed a UI nobody sees in a one-shot run; each is one more
+# SQLite writer, and their writes made flow-run creation fail with "database is locked" (HTTP 503)
+# and the client sleep 2 s before retrying.
+_EMBEDDED_SERVICES_OFF = ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "TRIGGERS")  # TRIGGERS also stops actions
+
+
+def _quiet_embedded_server() -> None:
+    """Without PREFECT_API_URL the CLI starts Prefect's embedded server: keep it to what a run needs."""
+    import prefect.settings as prefect_settings
+
+    if prefect_settings.get_current_settings().api.url:
+        return
+    for service in _EMBEDDED_SERVICES_OFF:  # read by the server subprocess when it starts
+        os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{service}_ENABLED", "false")
 
 
 @contextlib.contextmanager
