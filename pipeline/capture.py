@@ -174,11 +174,14 @@ def capture_key(source: SourceInfo, settings: Settings) -> str:
 
 
 def store_page(n: int, raw: RawPage, store: Store) -> PageImage:
+    try:
+        gray = imaging.decode_gray(raw.data)
+    except ValueError:
+        raise InputRefused("corrupt_file", f"page {n} cannot be decoded") from None
     digest = sha256_bytes(raw.data)
     key = f"pages/{digest}{IMAGE_TYPES[raw.media_type]}"
     if not store.exists(key):
         store.put_bytes(key, raw.data, content_type=raw.media_type, metadata={"sha256": digest})
-    gray = imaging.decode_gray(raw.data)
     layout = imaging.analyze(gray, raw.dpi)
     return PageImage(
         n=n, key=key, sha256=digest, media_type=raw.media_type, width=gray.shape[1], height=gray.shape[0],

@@ -127,3 +127,14 @@ def test_hostile_names_are_refused(name):
 
 def test_ordinary_vietnamese_names_are_accepted():
     capturing.check_name(Path("/inbox/Hồ sơ khai sinh - Nguyễn Thị Hồng Nhung (bản 2).pdf"))
+
+
+def test_a_page_whose_image_data_is_damaged_is_refused(tmp_path, birth_pdf, settings, work_store):
+    """The PDF structure is fine but the embedded JPEG is cut short: a refusal, not a crash."""
+    with pikepdf.open(birth_pdf[0]) as pdf:
+        image = next(iter(pdf.pages[0].obj.Resources.XObject.values()))
+        image.write(image.read_raw_bytes()[:200], filter=pikepdf.Name.DCTDecode)
+        pdf.save(tmp_path / "damaged.pdf")
+    with pytest.raises(InputRefused) as refused:
+        run_capture(tmp_path / "damaged.pdf", settings, work_store)
+    assert refused.value.code == "corrupt_file"
