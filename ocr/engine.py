@@ -76,7 +76,7 @@ class Reading:
 
 def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
     base = workdir / f"p{page.n:04d}r{rotation % 360:03d}"
-    image = normalize.prepare(source, (page.width, page.height), page.dpi, rotation, page.skew, base.with_suffix(".png"))
+    image = normalize.prepare(source, (page.width, page.height), page.dpi, rotation, page.skew, base.with_suffix(".pgm"))
     out = tesseract.ocr_page(image.path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
                              psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
     if image.temporary:

@@ -67,7 +67,7 @@ def _rotate_scale(gray: np.ndarray, skew: float, scale: float) -> tuple[np.ndarr
 
 
 def prepare(source: Path, size: tuple[int, int], dpi: int, rotation: int, skew: float, out: Path) -> OcrImage:
-    """The OCR copy of the page image ``source`` (``size`` = width, height), written to ``out`` as PNG.
+    """The OCR copy of the page image ``source`` (``size`` = width, height), written to ``out`` (PGM: no compression to pay for).
 
     A page that needs no change is read as it is: no decoding, no copy (``path`` is ``source``).
     """
@@ -87,7 +87,7 @@ def prepare(source: Path, size: tuple[int, int], dpi: int, rotation: int, skew: 
         turned, exact, unrotated = _rotate_scale(turned, straighten, scale)
         matrix, placement = exact @ matrix, unrotated @ matrix
     out_dpi = int(round(dpi * scale))
-    cv2.imwrite(str(out), turned, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    cv2.imwrite(str(out), turned)
     return OcrImage(path=out, width=turned.shape[1], height=turned.shape[0], dpi=out_dpi, rotation=rotation % 360,
                     deskew=straighten, matrix=_flat(matrix), placement=_flat(placement))
 
