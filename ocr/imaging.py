@@ -48,12 +48,8 @@ def _ink(gray: np.ndarray, dpi: int) -> np.ndarray:
     return ink
 
 
-def is_blank(gray: np.ndarray, dpi: int = 300) -> bool:
-    """A page with (almost) no ink: blank backs of duplex scans."""
-    return _is_blank_ink(_ink(gray, dpi))
-
-
 def _is_blank_ink(ink: np.ndarray) -> bool:
+    """A page with (almost) no ink: blank backs of duplex scans."""
     opened = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))  # drop speckle noise
     return float(np.count_nonzero(opened)) / opened.size < BLANK_INK_RATIO
 
@@ -77,16 +73,9 @@ def _best_angle(ink: np.ndarray) -> tuple[float, float]:
     return float(best), score(best)
 
 
-def measure_skew(gray: np.ndarray, dpi: int = 300) -> float:
-    """Skew of text lines in degrees (positive = counter-clockwise)."""
-    ink = _ink(gray, dpi)
-    if np.count_nonzero(ink) < 50:
-        return 0.0
-    return round(-_best_angle(ink)[0], 2)
-
-
 def analyze(gray: np.ndarray, dpi: int = 300) -> Layout:
-    """Blankness, whether the text runs sideways, and the skew in the text's own direction.
+    """Blankness, whether the text runs sideways, and the skew (degrees, counter-clockwise
+    positive) in the text's own direction.
 
     Upside-down cannot be told from line structure; OCR settles it (see ocr/engine.py).
     """

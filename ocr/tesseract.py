@@ -76,7 +76,9 @@ def version(cmd: str) -> str:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
+@lru_cache(maxsize=8)
 def check_languages(cmd: str, languages: str) -> None:
+    """Once per process (not per dossier): the language data does not change under a running pipeline."""
     out = subprocess.run([str(resolve(cmd)), "--list-langs"], capture_output=True, text=True, timeout=30)
     have = set(out.stdout.split()[1:]) | set(out.stderr.split())
     missing = [lang for lang in languages.split("+") if lang not in have]

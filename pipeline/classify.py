@@ -9,6 +9,7 @@ documents by name, so the receipt pattern has the highest priority in a title zo
 from __future__ import annotations
 
 import difflib
+from functools import lru_cache
 from dataclasses import dataclass
 
 from ocr import imaging
@@ -63,6 +64,11 @@ def read_page(page: OcrPage, tax: Taxonomy, title_lines: int) -> PageReading:
     return PageReading(page.n, None, 0.0, None, header)
 
 
+@lru_cache(maxsize=256)
+def _folded(label: str) -> str:
+    return fold(label)
+
+
 def _fuzzy_title(zone: list[str], folded: list[str], tax: Taxonomy) -> tuple[str, float, str] | None:
     """Closest label to a title-like line, for titles that OCR garbled past the patterns."""
     best: tuple[float, str, str] | None = None
@@ -72,7 +78,7 @@ def _fuzzy_title(zone: list[str], folded: list[str], tax: Taxonomy) -> tuple[str
         for doc_type in tax.types:
             if not doc_type.patterns:
                 continue
-            ratio = difflib.SequenceMatcher(None, text, fold(doc_type.label)).ratio()
+            ratio = difflib.SequenceMatcher(None, text, _folded(doc_type.label)).ratio()
             if ratio >= FUZZY_MIN_RATIO and (best is None or ratio > best[0]):
                 best = (ratio, doc_type.code, line)
     return (best[1], round(best[0] * EXACT_CONFIDENCE, 3), best[2]) if best else None

@@ -234,13 +234,7 @@ class LocalStore(Store):
         src = self._key(src)
         self._key(dst)
         sidecar = self._read_sidecar(src)
-        try:
-            fh = open(self._path(src), "rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectNotFound(f"object not found: {self._path(src)}") from None
-        except OSError as exc:
-            raise self._error("read", src, exc) from None
-        with fh:
+        with self._open_for_read(src) as fh:
             return self._put(
                 dst,
                 lambda out: shutil.copyfileobj(fh, out, _CHUNK),

@@ -79,7 +79,7 @@ def test_skew_is_measured(tmp_path):
     tilted = page.rotate(3, fillcolor=255, expand=False)  # counter-clockwise
     buffer = io.BytesIO()
     tilted.save(buffer, format="PNG")
-    angle = imaging.measure_skew(imaging.decode_gray(buffer.getvalue()), dpi=150)
+    angle = imaging.analyze(imaging.decode_gray(buffer.getvalue()), dpi=150).skew
     assert abs(angle - 3) < 0.4
 
 
