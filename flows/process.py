@@ -7,12 +7,14 @@ reaches the same store reuses it. ``refresh`` forces chosen steps to recompute.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.caching import STEP_KEY
@@ -24,14 +26,13 @@ from pipeline import classify as classifying
 from pipeline import verify as verifying
 from pipeline.errors import InputRefused
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Refusal, SourceInfo, StepRecord, VerifyResult,
+    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Reason, Refusal, SourceInfo, StepRecord, VerifyResult,
 )
-from pipeline.plan import StepPlan, plan
+from pipeline.plan import STEPS, StepPlan, admit
 from pipeline.quarantine import quarantine, refuse
 from pipeline.settings import Settings
 from storage import Store, open_store
 
-STEPS = ("capture", "ocr", "classify", "verify", "archive")
 _PERSISTED = dict(cache_policy=STEP_KEY, persist_result=True, result_serializer="json")
 
 
@@ -102,6 +103,45 @@ def process_dossier(
         procedure: Procedure code (e.g. 1.001193) when the caller knows it; otherwise read from the receipt.
         refresh: Steps to recompute even when a cached result exists (capture, ocr, classify, verify).
     """
+    return process_one(source, archive, procedure, refresh)
+
+
+@task(name="dossier", cache_policy=NO_CACHE, persist_result=False, task_run_name="dossier {source}")
+def dossier_task(source: str, archive: str | None, procedure: str | None, refresh: list[str] | None) -> Outcome:
+    return process_one(source, archive, procedure, refresh)
+
+
+@flow(name="process-batch", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=(os.cpu_count() or 1) + 1))
+def process_batch(
+    sources: list[str], archive: str | None = None, procedure: str | None = None, refresh: list[str] | None = None,
+) -> list[Outcome]:
+    """Process several dossiers at once in one flow run: their pages share the OCR engines.
+
+    One dossier per task; a dossier waiting for capture or archiving leaves the engines to the
+    others, so the cores stay busy (one-dossier-at-a-time leaves a core idle at each dossier's
+    end). A failed dossier is quarantined and reported as ``failed``; the others go on.
+
+    Args:
+        sources: Local paths of the dossiers (each a PDF, TIFF, JPEG/PNG or a folder of pages).
+        archive: Archive store URL; default from SOHOA_ARCHIVE.
+        procedure: Procedure code for every dossier, when the caller knows it.
+        refresh: Steps to recompute even when cached (capture, ocr, classify, verify).
+    """
+    futures = [dossier_task.submit(source, archive, procedure, refresh) for source in sources]
+    return [_outcome_of(source, future) for source, future in zip(sources, futures)]
+
+
+def _outcome_of(source: str, future: Any) -> Outcome:
+    future.wait()
+    value = future.state.result(raise_on_failure=False)
+    if isinstance(value, Outcome):
+        return value
+    message = str(value).strip().splitlines()[0] if str(value).strip() else type(value).__name__
+    return Outcome(input=source, status="failed", reason=Reason(code=getattr(value, "code", "processing_failed"), message=message))
+
+
+def process_one(source: str, archive: str | None, procedure: str | None, refresh: list[str] | None) -> Outcome:
+    """One dossier from input to archive (or quarantine); raises after quarantining on failure."""
     started = time.perf_counter()
     settings = Settings(**({"archive": archive} if archive else {}))
     unknown = set(refresh or []) - set(STEPS)
@@ -112,14 +152,13 @@ def process_dossier(
     open_store(settings.work).ensure_ready()
     info: SourceInfo | None = None
     try:
-        info = capturing.describe_source(path, settings)
-        steps = plan(info, settings, procedure)
-        earlier = None if refresh else archiving.find_archived(archive_store, info.sha256, steps["verify"].key)
-        if earlier:
-            log.info("%s is already archived as %s with these settings: not processed again", path.name, earlier.dossier_id)
-            return Outcome(input=source, status="duplicate", dossier_id=earlier.dossier_id,
-                           manifest=archive_store.url_for(earlier.manifest_key), duration_s=_since(started))
-        archived = _run_steps(path, info, settings, procedure, _Runner(settings, _from_first(refresh or []), steps))
+        admission = admit(path, settings, procedure, archive_store, refresh=bool(refresh))
+        info = admission.info
+        duplicate = admission.duplicate(source, archive_store, _since(started))
+        if duplicate:
+            log.info("%s is already archived as %s with these settings: not processed again", path.name, duplicate.dossier_id)
+            return duplicate
+        archived = _run_steps(path, info, settings, procedure, _Runner(settings, _from_first(refresh or []), admission.steps))
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
         return refuse(archive_store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))

@@ -1,10 +1,15 @@
 """The OCR step: every page through Tesseract in parallel, then one searchable PDF.
 
-Pages run on a thread pool of ``settings.jobs`` workers, each driving one single-threaded
-tesseract process, so the machine's cores stay busy without oversubscription. Each page is
-read from an upright, deskewed, >=300 dpi copy (ocr/normalize.py). Upside-down pages cannot
-be told from line structure, so a page that reads with low confidence is read once more
-turned 180 degrees and the better reading wins: one pass for good pages, two for bad ones.
+At most ``settings.jobs`` pages are read at once in a process, one thread each, whatever the
+number of dossiers in flight: the warm engines of ocr/libtesseract.py (or the tesseract
+program's process slots) are shared process-wide, so pages of several dossiers interleave
+and the cores stay busy while one dossier is captured or archived. Each dossier prepares one
+page more than it can read, so decoding and straightening the next page overlaps the engines.
+
+Each page is read from an upright, deskewed, >=300 dpi grey copy (ocr/normalize.py).
+Upside-down pages cannot be told from line structure, so a page that reads with low
+confidence is read once more turned 180 degrees and the better reading wins: one pass for
+good pages, two for bad ones.
 """
 
 from __future__ import annotations
@@ -16,26 +21,38 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 from pydantic import TypeAdapter
 
-from ocr import normalize, tesseract
+from ocr import libtesseract, normalize, tesseract
 from ocr import pdf as searchable
 from pipeline.keys import step_key
 from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
 from pipeline.settings import Settings
 from storage import Store, materialize
 
-VERSION = "4"  # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared
+VERSION = "5"  # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy
 RETRY_BELOW_CONFIDENCE = 70.0
 _WORDS = TypeAdapter(list[PageWords])
 log = logging.getLogger("sohoa.ocr")
 
 
+def engine_kind(settings: Settings) -> str:
+    """``library`` (warm, in-process) or ``cli`` (a process per page); ``auto`` takes the library when it loads."""
+    if settings.ocr_engine == "auto":
+        return "library" if libtesseract.available() else "cli"
+    return settings.ocr_engine
+
+
 def key_settings(settings: Settings) -> dict:
+    kind = engine_kind(settings)
+    library = libtesseract.library_path() if kind == "library" else None
     return {
         "languages": settings.languages,
         "psm": settings.psm,
-        "engine": tesseract.engine_fingerprint(settings.tesseract_cmd, settings.languages),
+        "runner": kind,
+        "engine": tesseract.library_fingerprint(library, settings.languages) if library
+        else tesseract.engine_fingerprint(settings.tesseract_cmd, settings.languages),
     }
 
 
@@ -76,13 +93,58 @@ class Reading:
 
 def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
     base = workdir / f"p{page.n:04d}r{rotation % 360:03d}"
-    image = normalize.prepare(source, (page.width, page.height), page.dpi, rotation, page.skew, base.with_suffix(".pgm"))
-    out = tesseract.ocr_page(image.path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
-                             psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
-    if image.temporary:
-        image.path.unlink()
-    words = [w.model_copy(update={"box": normalize.to_original(image, w.box)}) for w in parse_tsv(out.tsv)]
-    return Reading(image=image, text=out.text.strip(), words=words, layer=out.pdf)
+    if engine_kind(settings) == "library":
+        image, text, tsv, layer = _read_in_process(page, source, base, rotation, settings)
+    else:
+        image, text, tsv, layer = _read_with_program(page, source, base, rotation, settings)
+    text, tsv = tesseract.normalize_text(text), tesseract.normalize_text(tsv)
+    words = [w.model_copy(update={"box": normalize.to_original(image, w.box)}) for w in parse_tsv(tsv)]
+    return Reading(image=image, text=text.strip(), words=words, layer=layer)
+
+
+def _read_in_process(page: PageImage, source: Path, base: Path, rotation: int,
+                     settings: Settings) -> tuple[normalize.OcrImage, str, str, Path]:
+    image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)  # before taking an engine: overlaps
+    with _engines(settings).engine() as engine:
+        text, tsv, layer = engine.read(gray, image.dpi, base, settings.page_timeout_s)
+    return image, text, tsv, layer
+
+
+def _read_with_program(page: PageImage, source: Path, base: Path, rotation: int,
+                       settings: Settings) -> tuple[normalize.OcrImage, str, str, Path]:
+    path = source
+    image = normalize.as_stored((page.width, page.height), page.dpi)
+    if normalize.needs_copy(page.dpi, rotation, page.skew):
+        image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)
+        path = base.with_suffix(".pgm")  # no compression to pay for a file tesseract reads once
+        cv2.imwrite(str(path), gray)
+        del gray
+    try:
+        with tesseract.slots(settings.jobs):
+            out = tesseract.ocr_page(path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
+                                     psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
+    finally:
+        if path != source:
+            path.unlink(missing_ok=True)
+    return image, out.text, out.tsv, out.pdf
+
+
+def _engines(settings: Settings) -> libtesseract.EnginePool:
+    folder = tesseract.tessdata_dir()
+    if folder is None:
+        raise tesseract.language_error(settings.languages.split("+"))
+    return libtesseract.pool(folder, settings.languages, settings.psm, settings.jobs)
+
+
+def check_engine(settings: Settings) -> str:
+    """The engine's version line, after checking that it and its language data are there."""
+    if engine_kind(settings) == "library":
+        missing = tesseract.missing_languages(settings.languages)
+        if missing:
+            raise tesseract.language_error(missing)
+        return libtesseract.version()
+    tesseract.check_languages(settings.tesseract_cmd, settings.languages)
+    return tesseract.version(settings.tesseract_cmd)
 
 
 def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) -> tuple[Reading, int]:
@@ -96,7 +158,7 @@ def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) 
 
 def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) -> OcrResult:
     """OCR all pages of a captured dossier and assemble its searchable PDF in the work store."""
-    tesseract.check_languages(settings.tesseract_cmd, settings.languages)
+    engine_version = check_engine(settings)
     total = len(capture.pages)
     with tempfile.TemporaryDirectory(prefix="sohoa-ocr-") as tmp:
         workdir = Path(tmp)
@@ -118,13 +180,13 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
             return result, plan, best.words
 
         done: dict[int, tuple[OcrPage, searchable.PagePlan, list[Word]]] = {}
-        with ThreadPoolExecutor(max_workers=min(settings.jobs, total)) as pool:
+        with ThreadPoolExecutor(max_workers=min(settings.jobs + 1, total)) as pool:
             futures = [pool.submit(one, page) for page in capture.pages]
             for count, future in enumerate(as_completed(futures), start=1):
                 result = future.result()
                 done[result[0].n] = result
                 # logged from the calling thread, where the orchestrator's run context lives
-                log.info("OCR %d/%d pages (page %d: %d words, confidence %.1f%s)", count, total, result[0].n,
+                log.info("OCR %s: %d/%d pages (page %d: %d words, confidence %.1f%s)", capture.source.name, count, total, result[0].n,
                          result[0].word_count, result[0].confidence,
                          f", turned {result[0].orientation}" if result[0].orientation else "")
         ordered = [done[page.n] for page in capture.pages]
@@ -136,7 +198,7 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
         store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=r.n, words=w) for r, _, w in ordered]),
                         content_type="application/json")
     return OcrResult(
-        key=key, engine=tesseract.version(settings.tesseract_cmd), languages=settings.languages,
+        key=key, engine=engine_version, languages=settings.languages,
         pages=[result for result, _, _ in ordered], words_key=words_key, searchable_pdf_key=pdf_key,
     )
 

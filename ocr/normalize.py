@@ -21,7 +21,8 @@ DESKEW_FROM_DEG = 0.3
 
 @dataclass(frozen=True)
 class OcrImage:
-    path: Path
+    """Geometry of the OCR copy of a page: how it was made from the page as stored."""
+
     width: int
     height: int
     dpi: int
@@ -29,7 +30,6 @@ class OcrImage:
     deskew: float  # degrees turned clockwise to straighten counter-clockwise skewed text
     matrix: tuple[float, ...]  # 3x3 row-major, original pixel (x, y) -> copy pixel (x', y'), exact
     placement: tuple[float, ...]  # the same without the deskew rotation: where the text layer goes
-    temporary: bool = True  # a copy made for OCR (delete after use), not the stored page itself
 
 
 def _quarter(gray: np.ndarray, degrees: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,34 +66,42 @@ def _rotate_scale(gray: np.ndarray, skew: float, scale: float) -> tuple[np.ndarr
     return out, matrices[0], matrices[1]
 
 
-def prepare(source: Path, size: tuple[int, int], dpi: int, rotation: int, skew: float, out: Path) -> OcrImage:
-    """The OCR copy of the page image ``source`` (``size`` = width, height), written to ``out`` (PGM: no compression to pay for).
+def _changes(dpi: int, rotation: int, skew: float) -> tuple[int, float, float]:
+    """Quarter turn, straightening angle and scale this page's OCR copy needs."""
+    return rotation % 360, (skew if abs(skew) >= DESKEW_FROM_DEG else 0.0), (OCR_DPI / dpi if dpi < UPSCALE_BELOW_DPI else 1.0)
 
-    A page that needs no change is read as it is: no decoding, no copy (``path`` is ``source``).
-    """
-    straighten = skew if abs(skew) >= DESKEW_FROM_DEG else 0.0
-    scale = OCR_DPI / dpi if dpi < UPSCALE_BELOW_DPI else 1.0
-    if rotation % 360 == 0 and not straighten and scale == 1.0:
-        identity = _flat(np.eye(3))
-        return OcrImage(path=source, width=size[0], height=size[1], dpi=dpi, rotation=0, deskew=0.0,
-                        matrix=identity, placement=identity, temporary=False)
+
+def needs_copy(dpi: int, rotation: int, skew: float) -> bool:
+    """False when the stored page can be read as it is (no turn, no straightening, no upscaling)."""
+    return _changes(dpi, rotation, skew) != (0, 0.0, 1.0)
+
+
+def as_stored(size: tuple[int, int], dpi: int) -> OcrImage:
+    """The geometry of a page read as it is stored."""
+    return OcrImage(width=size[0], height=size[1], dpi=dpi, rotation=0, deskew=0.0, matrix=_IDENTITY, placement=_IDENTITY)
+
+
+def prepare(source: Path, dpi: int, rotation: int, skew: float) -> tuple[OcrImage, np.ndarray]:
+    """The OCR copy of the page image ``source``: its geometry and its grey pixels."""
     gray = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
     if gray is None:
         raise ValueError(f"page image {source.name} cannot be decoded")
-    turned, matrix = _quarter(gray, rotation)
+    turn, straighten, scale = _changes(dpi, rotation, skew)
+    turned, matrix = _quarter(gray, turn)
     del gray
     placement = matrix
     if straighten or scale != 1.0:
         turned, exact, unrotated = _rotate_scale(turned, straighten, scale)
         matrix, placement = exact @ matrix, unrotated @ matrix
-    out_dpi = int(round(dpi * scale))
-    cv2.imwrite(str(out), turned)
-    return OcrImage(path=out, width=turned.shape[1], height=turned.shape[0], dpi=out_dpi, rotation=rotation % 360,
-                    deskew=straighten, matrix=_flat(matrix), placement=_flat(placement))
+    return OcrImage(width=turned.shape[1], height=turned.shape[0], dpi=int(round(dpi * scale)), rotation=turn,
+                    deskew=straighten, matrix=_flat(matrix), placement=_flat(placement)), turned
 
 
 def _flat(matrix: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in matrix.ravel())
+
+
+_IDENTITY = _flat(np.eye(3))
 
 
 def to_original(image: OcrImage, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

@@ -2,7 +2,13 @@
 
 JPEG pages are embedded as their own bytes (no re-encoding); other images are stored
 losslessly (Flate). The text layer is the text-only PDF that tesseract wrote in the same
-pass, laid over the page as a form XObject and scaled to the page size.
+pass, laid over the page as a form XObject and scaled to the page size. Its strings are
+normalized like the recorded text (NFC, the eth that Tesseract confuses for Đ folded back), so
+that text extracted from the PDF is the text in the manifest.
+
+PDF/A-2b is declared and, in the tests, checked by a validator (tests/test_searchable_pdf.py);
+one case is known not to conform: a CMYK JPEG page is kept as it is, in DeviceCMYK, which an
+sRGB output intent does not cover.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 import pikepdf
 from PIL import Image
 
+from ocr.tesseract import normalize_text
 from pipeline.models import PageImage
 
 _COLORSPACES = {"L": "/DeviceGray", "1": "/DeviceGray", "RGB": "/DeviceRGB", "CMYK": "/DeviceCMYK"}
@@ -41,6 +48,50 @@ def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str) -> pikepdf.Str
         stream.ColorSpace = pikepdf.Name(_COLORSPACES[mode])
         stream.BitsPerComponent = 1 if mode == "1" else 8
         return stream
+
+
+_SHOW_TEXT = {"Tj", "TJ", "'", '"'}
+
+
+def _normalized(operand: pikepdf.Object) -> pikepdf.Object | None:
+    """The operand with its strings normalized like the recorded text, or None when nothing changes.
+
+    The layer's font is Identity-H with an identity ToUnicode map: each two-byte code is a UTF-16 code unit.
+    """
+    if isinstance(operand, pikepdf.Array):
+        items = [_normalized(item) for item in operand]
+        if all(item is None for item in items):
+            return None
+        return pikepdf.Array([new if new is not None else old for old, new in zip(operand, items)])
+    if not isinstance(operand, pikepdf.String):
+        return None
+    try:
+        text = bytes(operand).decode("utf-16-be")
+    except UnicodeDecodeError:
+        return None
+    fixed = normalize_text(text)
+    return None if fixed == text else pikepdf.String(fixed.encode("utf-16-be"))
+
+
+def _normalize_layer(layer: pikepdf.Pdf) -> None:
+    """Normalize the text that tesseract's text-only page shows, in place (only where something changes)."""
+    page = layer.pages[0]
+    fonts = page.obj.get("/Resources", pikepdf.Dictionary()).get("/Font", pikepdf.Dictionary())
+    if not fonts or any(font.get("/Encoding") != pikepdf.Name("/Identity-H") for _, font in fonts.items()):
+        return  # not tesseract's GlyphLessFont layer: its codes are not UTF-16, leave it alone
+    changed = False
+    instructions = []
+    for instruction in pikepdf.parse_content_stream(page):
+        if isinstance(instruction, pikepdf.ContentStreamInstruction) and str(instruction.operator) in _SHOW_TEXT:
+            fixed = [_normalized(operand) for operand in instruction.operands]
+            if any(new is not None for new in fixed):
+                changed = True
+                instruction = pikepdf.ContentStreamInstruction(
+                    [new if new is not None else old for old, new in zip(instruction.operands, fixed)],
+                    instruction.operator)
+        instructions.append(instruction)
+    if changed:
+        page.obj.Contents = layer.make_stream(pikepdf.unparse_content_stream(instructions))
 
 
 @dataclass(frozen=True)
@@ -98,6 +149,7 @@ def assemble(plans: Sequence[PagePlan], out: Path, title: str = "") -> None:
             target = pdf.add_blank_page(page_size=(width_pt, height_pt))
             layer = pikepdf.open(plan.layer)
             layers.append(layer)
+            _normalize_layer(layer)
             text = pdf.copy_foreign(layer.pages[0].as_form_xobject())
             target.obj.Resources = pikepdf.Dictionary(
                 XObject=pikepdf.Dictionary(Im0=_image_xobject(pdf, plan.image, page.media_type), Fx0=text))

@@ -1,9 +1,12 @@
-"""The one place that runs the Tesseract program.
+"""The one place that runs the Tesseract program, and what both engines share.
 
-One process per page and one thread per process (``OMP_THREAD_LIMIT=1``): on a busy machine
-OpenMP threads inside tesseract cost more than they give, and pages parallelize perfectly.
-One pass per page writes all three outputs we need: plain text, TSV words with boxes and
-confidences, and a text-only PDF (the page's invisible text layer).
+Two engines read pages with the same library: the warm in-process one (ocr/libtesseract.py,
+the default) and this program, one process per page, kept for systems without the shared
+library and as the process-isolated reference the benchmark measures against. Either way,
+one thread per page (``OMP_THREAD_LIMIT=1``): on a busy machine OpenMP threads inside
+tesseract cost more than they give, and pages parallelize perfectly. One pass per page writes
+all three outputs we need: plain text, TSV words with boxes and confidences, and a text-only
+PDF (the page's invisible text layer).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,7 +45,7 @@ def resolve(cmd: str) -> Path:
     return Path(found)
 
 
-def _tessdata_dir() -> Path | None:
+def tessdata_dir() -> Path | None:
     for candidate in (os.environ.get("TESSDATA_PREFIX"), "/usr/share/tesseract-ocr/5/tessdata",
                       "/usr/share/tesseract-ocr/4.00/tessdata", "/usr/local/share/tessdata"):
         if candidate and Path(candidate).is_dir():
@@ -67,7 +71,22 @@ def engine_fingerprint(cmd: str, languages: str) -> str:
     It enters the OCR cache key; it must not start a tesseract process, so that a fully cached
     rerun starts none.
     """
-    return _fingerprint(resolve(cmd), languages, _tessdata_dir())
+    return _fingerprint(resolve(cmd), languages, tessdata_dir())
+
+
+def library_fingerprint(library: Path, languages: str) -> str:
+    """The same identity for the in-process engine: the shared library file instead of the program."""
+    return _fingerprint(library, languages, tessdata_dir())
+
+
+def missing_languages(languages: str) -> list[str]:
+    """Languages without a ``.traineddata`` file in the language data folder (no process started)."""
+    folder = tessdata_dir()
+    return [lang for lang in languages.split("+") if not (folder and (folder / f"{lang}.traineddata").is_file())]
+
+
+def language_error(missing: list[str]) -> OcrError:
+    return OcrError("language_missing", f"tesseract language data missing: {', '.join(missing)} (install tesseract-ocr-vie)")
 
 
 @lru_cache(maxsize=4)
@@ -83,7 +102,17 @@ def check_languages(cmd: str, languages: str) -> None:
     have = set(out.stdout.split()[1:]) | set(out.stderr.split())
     missing = [lang for lang in languages.split("+") if lang not in have]
     if missing:
-        raise OcrError("language_missing", f"tesseract language data missing: {', '.join(missing)} (install tesseract-ocr-vie)")
+        raise language_error(missing)
+
+
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def slots(jobs: int) -> threading.BoundedSemaphore:
+    """Process-wide limit on tesseract processes, shared by every dossier in flight."""
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(jobs, threading.BoundedSemaphore(jobs))
 
 
 def ocr_page(image: Path, out_base: Path, *, cmd: str, languages: str, psm: int, dpi: int, timeout: float) -> PageOutput:
@@ -99,4 +128,4 @@ def ocr_page(image: Path, out_base: Path, *, cmd: str, languages: str, psm: int,
         raise OcrError("engine_failed", f"tesseract failed on {image.name}: {done.stderr.strip()[-300:]}")
     text = out_base.with_suffix(".txt").read_text(encoding="utf-8")
     tsv = out_base.with_suffix(".tsv").read_text(encoding="utf-8")
-    return PageOutput(text=normalize_text(text), tsv=normalize_text(tsv), pdf=out_base.with_suffix(".pdf"))
+    return PageOutput(text=text, tsv=tsv, pdf=out_base.with_suffix(".pdf"))

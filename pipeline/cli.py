@@ -81,9 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["SOHOA_WORK"] = args.work
     from pydantic import ValidationError
 
+    from pipeline.plan import STEPS
     from pipeline.settings import Settings
     from storage import StorageError, open_store
 
+    bad = [step for step in args.refresh if step not in STEPS]
+    if bad:
+        print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
+        return ExitCode.usage
     try:
         settings = Settings(**({"archive": args.archive} if args.archive else {}))
         for url in (settings.archive, settings.work):
@@ -91,21 +96,104 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ValidationError, StorageError, ValueError) as exc:
         print(f"sohoa: configuration error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return ExitCode.usage
-    from flows.process import STEPS, process_dossier
+    try:
+        outcomes = _process(list(dict.fromkeys(args.inputs)), args, settings)
+    except KeyboardInterrupt:
+        return ExitCode.interrupted
+    code = ExitCode.ok
+    for item in args.inputs:
+        outcome = outcomes[item]
+        if outcome.status == "refused":
+            code = max(code, ExitCode.refused)
+        elif outcome.status == "failed":
+            code = max(code, ExitCode.failed)
+        _print(outcome, args.json)
+    return code
+
+
+def _process(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
+    """Refusals and duplicates first, without Prefect; then the rest in flows.
+
+    Two inputs with the same content are not processed side by side: the second waits for the
+    first, then comes back as its duplicate.
+    """
+    outcomes: dict[str, Outcome] = {}
+    todo: list[str] = []
+    later: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        outcome, sha256 = _admitted(item, settings, args)
+        if outcome is not None:
+            outcomes[item] = outcome
+        elif sha256 in seen:
+            later.append(item)
+        else:
+            seen.add(sha256 or item)
+            todo.append(item)
+    if todo:
+        outcomes |= _run_flows(todo, args, settings)
+    if later:
+        outcomes |= _process(later, args, settings)
+    return outcomes
+
+
+def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outcome | None, str | None]:
+    """A refusal or a duplicate decided before any flow runs (no Prefect needed); None: to process."""
+    import time
+
+    from pipeline.capture import check_name
+    from pipeline.errors import InputRefused
+    from pipeline.plan import admit
+    from pipeline.quarantine import refuse, safe_name
+    from storage import open_store
+
+    started = time.perf_counter()
+    store = open_store(settings.archive)
+    sha256 = None
+    try:
+        check_name(Path(item))  # a name that cannot even travel as a flow parameter (not UTF-8)
+        admission = admit(Path(item), settings, args.procedure, store, refresh=bool(args.refresh))
+        sha256 = admission.info.sha256
+        return admission.duplicate(item, store, round(time.perf_counter() - started, 3)), sha256
+    except InputRefused as refusal:
+        return refuse(store, Path(item), refusal, sha256=sha256), sha256
+    except Exception as exc:  # the store went away: the flow will report it with the dossier
+        logging.getLogger("sohoa").debug("admission of %s: %s", safe_name(item), exc)
+        return None, sha256
+
+
+def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
+    """Process the admitted inputs: one flow run for one input, one batch run (dossiers in parallel) for several."""
     from flows.result_storage import result_storage_for
 
-    bad = [step for step in args.refresh if step not in STEPS]
-    if bad:
-        print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
-        return ExitCode.usage
     _quiet_embedded_server()
     try:
         result_storage_for(settings.work)  # once per process, before the first dossier
     except Exception as exc:
-        print(f"sohoa: cannot reach Prefect or the work store: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return ExitCode.failed
+        message = f"cannot reach Prefect or the work store: {str(exc).splitlines()[0]}"
+        print(f"sohoa: {message}", file=sys.stderr)
+        return {item: _failed(item, exc, message) for item in items}
+    from flows.process import process_batch, process_dossier
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    params = dict(archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
     with _embedded_without_heartbeats():
-        return _run_each(args, settings, process_dossier)
+        try:
+            if len(items) == 1:
+                return {items[0]: process_dossier(source=items[0], **params)}
+            batch = process_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.jobs + 1))
+            return dict(zip(items, batch(sources=items, **params)))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one dossier's failure (or the orchestrator's) is reported, never a traceback
+            return {item: _failed(item, exc) for item in items}
+
+
+def _failed(item: str, exc: BaseException, message: str | None = None) -> Outcome:
+    from pipeline.quarantine import safe_name
+
+    text = message or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return Outcome(input=safe_name(item), status="failed", reason=Reason(code=getattr(exc, "code", type(exc).__name__), message=text))
 
 
 # Services of the embedded server that only feed a UI nobody sees in a one-shot run; each is one more
@@ -136,42 +224,6 @@ def _embedded_without_heartbeats() -> Iterator[None]:
 
     with prefect_settings.temporary_settings(updates={prefect_settings.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
-
-
-def _run_each(args: argparse.Namespace, settings: Any, process_dossier: Any) -> int:
-    from pipeline.quarantine import safe_name
-
-    code = ExitCode.ok
-    for item in args.inputs:
-        try:
-            outcome = _refused_before_flow(item, settings) or process_dossier(
-                source=item, archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
-        except KeyboardInterrupt:
-            return ExitCode.interrupted
-        except Exception as exc:  # one dossier's failure never stops the others
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            outcome = Outcome(input=safe_name(item), status="failed",
-                              reason=Reason(code=getattr(exc, "code", type(exc).__name__), message=message))
-        if outcome.status == "refused":
-            code = max(code, ExitCode.refused)
-        elif outcome.status == "failed":
-            code = max(code, ExitCode.failed)
-        _print(outcome, args.json)
-    return code
-
-
-def _refused_before_flow(item: str, settings: Any) -> Outcome | None:
-    """A name that cannot even travel as a flow parameter (not UTF-8) is refused here."""
-    from pipeline.capture import check_name
-    from pipeline.errors import InputRefused
-    from pipeline.quarantine import refuse
-    from storage import open_store
-
-    try:
-        check_name(Path(item))
-    except InputRefused as refusal:
-        return refuse(open_store(settings.archive), Path(item), refusal)
-    return None
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

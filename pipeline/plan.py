@@ -7,12 +7,18 @@ settings already exists (a duplicate) and which steps a changed setting will rer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from ocr import engine
-from pipeline import capture, classify, verify
-from pipeline.models import SourceInfo
+from pipeline import archive, capture, classify, verify
+from pipeline.models import Outcome, SourceInfo
 from pipeline.settings import Settings
+from storage import Store
+
+STEPS = ("capture", "ocr", "classify", "verify", "archive")
 
 
 class StepPlan(BaseModel):
@@ -30,3 +36,31 @@ def plan(source: SourceInfo, settings: Settings, procedure: str | None) -> dict[
         "classify": StepPlan(version=classify.VERSION, key=classify_key),
         "verify": StepPlan(version=verify.VERSION, key=verify.verify_key(classify_key, settings)),
     }
+
+
+@dataclass
+class Admission:
+    """What is known of an input before any step runs: its identity, its plan, an existing archive."""
+
+    info: SourceInfo
+    steps: dict[str, StepPlan]
+    earlier: archive.ArchivedSource | None
+
+    def duplicate(self, source: str, store: Store, duration_s: float) -> Outcome | None:
+        """The outcome of an input already archived with these steps and settings (None if it is not)."""
+        if self.earlier is None:
+            return None
+        return Outcome(input=source, status="duplicate", dossier_id=self.earlier.dossier_id,
+                       manifest=store.url_for(self.earlier.manifest_key), duration_s=duration_s)
+
+
+def admit(path: Path, settings: Settings, procedure: str | None, store: Store, refresh: bool) -> Admission:
+    """Identify the input (InputRefused for bad input) and look it up in the archive's index.
+
+    Cheap (a hash and one read), and free of Prefect: the CLI asks it before starting any flow,
+    so a batch that is already archived costs no orchestration at all.
+    """
+    info = capture.describe_source(path, settings)
+    steps = plan(info, settings, procedure)
+    earlier = None if refresh else archive.find_archived(store, info.sha256, steps["verify"].key)
+    return Admission(info=info, steps=steps, earlier=earlier)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,10 +39,14 @@ class Settings(BaseSettings):
     max_render_pixels: int = Field(
         40_000_000, description="Rasterize oversized PDF pages (posters, drawings) at a lower DPI to stay under this")
     # ocr
-    tesseract_cmd: str = Field("tesseract", description="Tesseract executable")
+    ocr_engine: Literal["auto", "library", "cli"] = Field(
+        "auto", description="library: warm in-process engines (libtesseract); cli: one tesseract process per page; "
+                            "auto: the library when it loads")
+    tesseract_cmd: str = Field("tesseract", description="Tesseract executable (the cli engine)")
     languages: str = Field("vie+eng", description="Tesseract languages")
     psm: int = Field(3, ge=0, le=13, description="Tesseract page segmentation mode")
-    jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel tesseract processes")
+    jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                      description="Pages read at once in one process (one thread each), across all dossiers in flight")
     page_timeout_s: float = Field(300.0, gt=0, description="Give up on a page after this many seconds")
     # classify
     title_lines: int = Field(12, ge=1, description="Lines from the top of a page searched for a document title")

@@ -69,6 +69,17 @@ def test_deploy_all_then_a_worker_archives_a_dossier(tmp_path, birth_pdf):
         manifest = archive / "dossiers" / code / "manifest.json"
         _wait(manifest.exists, 240, f"the worker to archive {code} (see {logs})")
         assert json.loads(manifest.read_text())["status"] == "passed"
+
+        # the batch deployment: same dossier into another archive, every step from the work store
+        other = tmp_path / "archive-2"
+        run = subprocess.run([*prefect, "deployment", "run", "process-batch/process-batch",
+                              "--param", f"sources={json.dumps([str(birth_pdf[0])])}", "--param", f"archive={other}"],
+                             env=env, capture_output=True, text=True, check=True)
+        assert "Created flow run" in run.stdout
+        manifest = other / "dossiers" / code / "manifest.json"
+        _wait(manifest.exists, 240, f"the worker to archive {code} from a batch (see {logs})")
+        steps = json.loads(manifest.read_text())["steps"]
+        assert all(steps[name]["cached"] for name in ("capture", "ocr", "classify", "verify"))
     finally:
         for process in reversed(processes):
             process.terminate()

@@ -53,7 +53,7 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     bucket = s3_store_url.split("/")[2]
     archive_url, work_url = f"s3://{bucket}/archive", f"s3://{bucket}/work"
     cmd, log = counting_tesseract
-    env = {"SOHOA_TESSERACT_CMD": cmd, "SOHOA_WORK": work_url}
+    env = {"SOHOA_TESSERACT_CMD": cmd, "SOHOA_WORK": work_url, "SOHOA_OCR_ENGINE": "cli"}  # processes can be counted
 
     code, [first], stderr = sohoa(str(path), "--archive", archive_url, env=env)
     assert code == 0, stderr
@@ -111,6 +111,30 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     assert code == 0, stderr
     assert third["status"] == "passed" and third["cached_steps"] == ["capture", "ocr"]
     assert calls(log) == len(truth.pages)
+
+
+def test_several_inputs_run_side_by_side_in_one_batch(tmp_path, birth_pdf):
+    """Pages of two dossiers interleave on the engines; a bad input and a same-content copy change nothing."""
+    marriage = tmp_path / "ket-hon.pdf"
+    synth.make_dossier(marriage, procedure="1.000894", seed=4)
+    copy = tmp_path / "ban-sao.pdf"
+    copy.write_bytes(birth_pdf[0].read_bytes())
+    broken = tmp_path / "hong.pdf"
+    broken.write_bytes(birth_pdf[0].read_bytes()[:4000])
+    archive = tmp_path / "archive"
+
+    code, lines, stderr = sohoa(str(birth_pdf[0]), str(marriage), str(broken), str(copy), "--archive", str(archive),
+                                "--work", str(tmp_path / "work"))
+    assert code == 3, stderr
+    assert [line["status"] for line in lines] == ["passed", "passed", "refused", "duplicate"]
+    assert lines[3]["dossier_id"] == lines[0]["dossier_id"] and lines[2]["reason"]["code"] == "corrupt_file"
+    assert all(Path(line["manifest"]).is_file() for line in lines[:2])
+    # one flow run: the OCR progress of the two dossiers interleaves
+    runs = [line.split("- OCR ")[1].split(":")[0] for line in stderr.splitlines() if "- OCR " in line]
+    assert set(runs) == {birth_pdf[0].name, marriage.name} and len(runs) == 5 + lines[1]["pages"]
+    first_of = {run: runs.index(run) for run in set(runs)}
+    last_of = {run: len(runs) - 1 - runs[::-1].index(run) for run in set(runs)}
+    assert max(first_of.values()) < min(last_of.values()), runs
 
 
 def _refusal_inputs(tmp_path: Path, big_pdf: Path) -> list[tuple[Path, str]]:

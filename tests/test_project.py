@@ -29,6 +29,11 @@ def test_prefect_yaml_points_at_the_flow():
     assert flow.name == "process-dossier"
     assert set(flow.parameters.properties) == {"source", "archive", "procedure", "refresh"}
     assert "s3://" in flow.parameters.properties["archive"]["description"]  # the UI form explains each field
+    entry = next(d for d in config["deployments"] if d["name"] == "process-batch")["entrypoint"]
+    batch = load_flow_from_entrypoint(str(REPO / entry))
+    assert batch.name == "process-batch"
+    assert set(batch.parameters.properties) == {"sources", "archive", "procedure", "refresh"}
+    assert batch.parameters.properties["sources"]["type"] == "array" and batch.parameters.properties["sources"]["description"]
 
 
 def test_cli_usage_errors_are_one_line_with_exit_code_2(tmp_path):
