@@ -1,7 +1,7 @@
 """Tesseract as a warm, in-process engine: its C API (``libtesseract.so.5``) through ctypes.
 
 Why: the tesseract program loads its language models anew for every page (about 0.3 s of
-CPU for ``vie+eng``) and costs a process start; a page itself takes 1 to 1.5 s. An engine
+CPU for ``vie+eng``, less for ``vie``) and costs a process start; a page itself takes 1 to 1.5 s. An engine
 that stays loaded reads the same pixels with the same library and gives byte-identical text
 and text-layer PDFs (checked in tests/test_ocr.py), about 20 to 30% faster per page.
 

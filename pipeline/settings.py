@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         "auto", description="library: warm in-process engines (libtesseract); cli: one tesseract process per page; "
                             "auto: the library when it loads")
     tesseract_cmd: str = Field("tesseract", description="Tesseract executable (the cli engine)")
-    languages: str = Field("vie+eng", description="Tesseract languages")
+    languages: str = Field("vie", description="Tesseract languages (vie alone measured best: bench/ocr_quality.py)")
     psm: int = Field(3, ge=0, le=13, description="Tesseract page segmentation mode")
     jobs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
                       description="Pages read at once in one process (one thread each), across all dossiers in flight")
