@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.caching import STEP_KEY
-from flows.result_storage import result_storage_for
+from flows.result_storage import RESULTS_PREFIX, result_storage_for
 from ocr import engine
 from pipeline import archive as archiving
 from pipeline import capture as capturing
@@ -77,6 +77,10 @@ class _Runner:
         self.refresh = refresh
         self.plan = steps
         self.steps: dict[str, StepRecord] = {}
+
+    def will_compute(self, name: str) -> bool:
+        """Whether the step has no persisted result to reuse (or is refreshed)."""
+        return name in self.refresh or not open_store(self.storage.url).exists(RESULTS_PREFIX + self.plan[name].key)
 
     def __call__(self, step_task: Any, *args: Any, **kwargs: Any) -> Any:
         name = step_task.name
@@ -158,7 +162,10 @@ def process_one(source: str, archive: str | None, procedure: str | None, refresh
         if duplicate:
             log.info("%s is already archived as %s with these settings: not processed again", path.name, duplicate.dossier_id)
             return duplicate
-        archived = _run_steps(path, info, settings, procedure, _Runner(settings, _from_first(refresh or []), admission.steps))
+        runner = _Runner(settings, _from_first(refresh or []), admission.steps)
+        if runner.will_compute("ocr"):
+            engine.warm_up(settings)  # the engines load while the dossier is captured
+        archived = _run_steps(path, info, settings, procedure, runner)
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
         return refuse(archive_store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))

@@ -136,6 +136,12 @@ def _engines(settings: Settings) -> libtesseract.EnginePool:
     return libtesseract.pool(folder, settings.languages, settings.psm, settings.jobs)
 
 
+def warm_up(settings: Settings) -> None:
+    """Start loading this process's engines now, so that the first page does not wait for them."""
+    if engine_kind(settings) == "library" and not tesseract.missing_languages(settings.languages):
+        _engines(settings).warm()
+
+
 def check_engine(settings: Settings) -> str:
     """The engine's version line, after checking that it and its language data are there."""
     if engine_kind(settings) == "library":

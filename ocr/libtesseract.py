@@ -197,6 +197,24 @@ class EnginePool:
                 self._created -= 1
             raise
 
+    def warm(self) -> None:
+        """Load the missing engines in the background (the C code runs beside Python's imports and capture)."""
+        def load_all() -> None:
+            with contextlib.suppress(Exception):  # a failure shows again, with its reason, on the first page
+                while True:
+                    with self._lock:
+                        if self._created >= self.size:
+                            return
+                        self._created += 1
+                    try:
+                        self._idle.put(Engine(self.datapath, self.languages, self.psm))
+                    except BaseException:
+                        with self._lock:
+                            self._created -= 1
+                        raise
+
+        threading.Thread(target=load_all, name="sohoa-engine-warm-up", daemon=True).start()
+
     def close(self) -> None:
         while True:
             try:

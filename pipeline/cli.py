@@ -164,29 +164,38 @@ def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outco
 
 def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
     """Process the admitted inputs: one flow run for one input, one batch run (dossiers in parallel) for several."""
-    from flows.result_storage import result_storage_for
+    from flows.embedded import EmbeddedServer, configured_api_url
 
-    _quiet_embedded_server()
+    server = None if configured_api_url() else EmbeddedServer().start()  # boots while Prefect is imported
     try:
-        result_storage_for(settings.work)  # once per process, before the first dossier
-    except Exception as exc:
-        message = f"cannot reach Prefect or the work store: {str(exc).splitlines()[0]}"
-        print(f"sohoa: {message}", file=sys.stderr)
-        return {item: _failed(item, exc, message) for item in items}
-    from flows.process import process_batch, process_dossier
-    from prefect.task_runners import ThreadPoolTaskRunner
+        from flows.process import process_batch, process_dossier
+        from flows.result_storage import result_storage_for
+        from prefect.task_runners import ThreadPoolTaskRunner
 
-    params = dict(archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
-    with _embedded_without_heartbeats():
         try:
-            if len(items) == 1:
-                return {items[0]: process_dossier(source=items[0], **params)}
-            batch = process_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.jobs + 1))
-            return dict(zip(items, batch(sources=items, **params)))
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one dossier's failure (or the orchestrator's) is reported, never a traceback
-            return {item: _failed(item, exc) for item in items}
+            if server:
+                server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            result_storage_for(settings.work)  # once per process, before the first dossier
+        except Exception as exc:
+            message = f"cannot reach Prefect or the work store: {str(exc).splitlines()[0]}"
+            print(f"sohoa: {message}", file=sys.stderr)
+            return {item: _failed(item, exc, message) for item in items}
+        params = dict(archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
+        with _without_heartbeats(server is not None):
+            try:
+                if len(items) == 1:
+                    return {items[0]: process_dossier(source=items[0], **params)}
+                batch = process_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.jobs + 1))
+                return dict(zip(items, batch(sources=items, **params)))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one dossier's failure (or the orchestrator's) is reported, never a traceback
+                return {item: _failed(item, exc) for item in items}
+    except BaseException:
+        if server:
+            server.stop()
+        raise
+    # on success the server stops at exit, after Prefect has sent its last logs and events (atexit runs LIFO)
 
 
 def _failed(item: str, exc: BaseException, message: str | None = None) -> Outcome:
@@ -196,31 +205,14 @@ def _failed(item: str, exc: BaseException, message: str | None = None) -> Outcom
     return Outcome(input=safe_name(item), status="failed", reason=Reason(code=getattr(exc, "code", type(exc).__name__), message=text))
 
 
-# Services of the embedded server that only feed a UI nobody sees in a one-shot run; each is one more
-# SQLite writer, and their writes made flow-run creation fail with "database is locked" (HTTP 503)
-# and the client sleep 2 s before retrying.
-_EMBEDDED_SERVICES_OFF = ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "TRIGGERS")  # TRIGGERS also stops actions
-
-
-def _quiet_embedded_server() -> None:
-    """Without PREFECT_API_URL the CLI starts Prefect's embedded server: keep it to what a run needs."""
-    import prefect.settings as prefect_settings
-
-    if prefect_settings.get_current_settings().api.url:
-        return
-    for service in _EMBEDDED_SERVICES_OFF:  # read by the server subprocess when it starts
-        os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{service}_ENABLED", "false")
-
-
 @contextlib.contextmanager
-def _embedded_without_heartbeats() -> Iterator[None]:
-    """On the embedded API, flow-run heartbeats guard nothing (the server dies with this process)
+def _without_heartbeats(embedded: bool) -> Iterator[None]:
+    """On the CLI's own server, flow-run heartbeats guard nothing (the server dies with this process)
     and each flow run waits up to a second for the heartbeat thread at its end: turn them off."""
-    import prefect.settings as prefect_settings
-
-    if prefect_settings.get_current_settings().api.url:  # a real server: heartbeats detect crashed runs
+    if not embedded:  # a real server: heartbeats detect crashed runs
         yield
         return
+    import prefect.settings as prefect_settings
 
     with prefect_settings.temporary_settings(updates={prefect_settings.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
