@@ -131,8 +131,25 @@ def process_batch(
         procedure: Procedure code for every dossier, when the caller knows it.
         refresh: Steps to recompute even when cached (capture, ocr, classify, verify).
     """
-    futures = [dossier_task.submit(source, archive, procedure, refresh) for source in sources]
+    futures: list[Any] = []
+    first_of: dict[str, Any] = {}  # content hash -> the future of the first dossier with that content
+    settings = Settings(**({"archive": archive} if archive else {}))
+    for source in sources:
+        sha256 = _content_hash(source, settings)
+        earlier = first_of.get(sha256) if sha256 else None
+        # the same content twice: the second waits for the first, then finds it archived (a duplicate)
+        future = dossier_task.submit(source, archive, procedure, refresh, wait_for=[earlier] if earlier else None)
+        if sha256:
+            first_of.setdefault(sha256, future)
+        futures.append(future)
     return [_outcome_of(source, future) for source, future in zip(sources, futures)]
+
+
+def _content_hash(source: str, settings: Settings) -> str | None:
+    try:
+        return capturing.describe_source(Path(source), settings).sha256
+    except Exception:  # refused or unreadable: its own task says why
+        return None
 
 
 def _outcome_of(source: str, future: Any) -> Outcome:

@@ -229,3 +229,16 @@ def test_the_flow_prepares_its_own_stores_when_a_deployment_runs_it(birth_pdf, t
     monkeypatch.setenv("SOHOA_WORK", str(tmp_path / "new" / "work"))
     outcome = process_dossier(source=str(birth_pdf[0]), archive=str(tmp_path / "new" / "archive"))
     assert outcome.status == "passed" and Path(outcome.manifest).is_file()
+
+
+def test_a_batch_run_processes_the_same_content_once(birth_pdf, tmp_path, monkeypatch):
+    """The process-batch deployment gets sources as they come: a same-content copy waits, then is a duplicate."""
+    from flows.process import process_batch
+
+    copy = tmp_path / "ban-sao.pdf"
+    copy.write_bytes(birth_pdf[0].read_bytes())
+    monkeypatch.setenv("SOHOA_WORK", str(tmp_path / "work"))
+    outcomes = process_batch(sources=[str(birth_pdf[0]), str(copy), str(tmp_path / "missing.pdf")],
+                             archive=str(tmp_path / "archive"))
+    assert [o.status for o in outcomes] == ["passed", "duplicate", "refused"]
+    assert outcomes[1].dossier_id == outcomes[0].dossier_id and outcomes[2].reason.code == "not_found"
