@@ -1,9 +1,10 @@
 """Tesseract as a warm, in-process engine: its C API (``libtesseract.so.5``) through ctypes.
 
 Why: the tesseract program loads its language models anew for every page (about 0.3 s of
-CPU for ``vie+eng``, less for ``vie``) and costs a process start; a page itself takes 1 to 1.5 s. An engine
-that stays loaded reads the same pixels with the same library and gives byte-identical text
-and text-layer PDFs (checked in tests/test_ocr.py), about 20 to 30% faster per page.
+CPU for ``vie+eng``, less for ``vie``) and costs a process start; a page itself takes 1 to 1.5 s.
+An engine that stays loaded reads the same pixels with the same library and gives identical
+text, words and text layer (tests/test_engines.py): measured on one page, 1.15 to 1.3 s of CPU
+against 1.29 s for the program with ``vie``, and about 25% less with ``vie+eng``.
 
 ctypes releases the GIL during every foreign call, so one engine per thread runs truly in
 parallel. An engine is not thread-safe: ``EnginePool`` lends each engine to one thread at a
