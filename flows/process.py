@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.caching import STEP_KEY
-from flows.result_storage import RESULTS_PREFIX, result_storage_for
+from flows.result_storage import result_storage_for
 from ocr import engine
 from pipeline import archive as archiving
 from pipeline import capture as capturing
@@ -26,10 +26,10 @@ from pipeline import classify as classifying
 from pipeline import verify as verifying
 from pipeline.errors import InputRefused
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Reason, Refusal, SourceInfo, StepRecord, VerifyResult,
+    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Refusal, SourceInfo, StepRecord, VerifyResult,
 )
 from pipeline.plan import STEPS, StepPlan, admit
-from pipeline.quarantine import quarantine, refuse
+from pipeline.quarantine import failed, quarantine, refuse
 from pipeline.settings import Settings
 from storage import Store, open_store
 
@@ -80,7 +80,7 @@ class _Runner:
 
     def will_compute(self, name: str) -> bool:
         """Whether the step has no persisted result to reuse (or is refreshed)."""
-        return name in self.refresh or not open_store(self.storage.url).exists(RESULTS_PREFIX + self.plan[name].key)
+        return name in self.refresh or not self.storage.has(self.plan[name].key)
 
     def __call__(self, step_task: Any, *args: Any, **kwargs: Any) -> Any:
         name = step_task.name
@@ -157,8 +157,8 @@ def _outcome_of(source: str, future: Any) -> Outcome:
     value = future.state.result(raise_on_failure=False)
     if isinstance(value, Outcome):
         return value
-    message = str(value).strip().splitlines()[0] if str(value).strip() else type(value).__name__
-    return Outcome(input=source, status="failed", reason=Reason(code=getattr(value, "code", "processing_failed"), message=message))
+    error = value if isinstance(value, BaseException) else RuntimeError(str(value))
+    return failed(source, error, code=getattr(error, "code", "processing_failed"))
 
 
 def process_one(source: str, archive: str | None, procedure: str | None, refresh: list[str] | None) -> Outcome:

@@ -32,6 +32,10 @@ class SohoaResultStorage(WritableFileSystem):
     def _key(self, path: str) -> str:
         return RESULTS_PREFIX + path.lstrip("/")
 
+    def has(self, path: str) -> bool:
+        """Whether a result is persisted under ``path`` (a step key): one stat, nothing read."""
+        return self._store.exists(self._key(path))
+
     async def aread_path(self, path: str) -> bytes:
         return await anyio.to_thread.run_sync(self._read, path)
 

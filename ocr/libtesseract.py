@@ -88,6 +88,7 @@ def available() -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
 def library_path() -> Path | None:
     """The loaded library file (its size and time enter the OCR cache key)."""
     if not available():

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ExitCode
-from pipeline.models import Outcome, Reason
+from pipeline.models import Outcome
 
 _PREFECT_DEFAULTS = {
     # the first flow with a fresh PREFECT_HOME can take ~20 s to start the embedded server on 2 cores
@@ -165,6 +165,7 @@ def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outco
 def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
     """Process the admitted inputs: one flow run for one input, one batch run (dossiers in parallel) for several."""
     from flows.embedded import EmbeddedServer, configured_api_url
+    from pipeline.quarantine import failed
 
     server = None if configured_api_url() else EmbeddedServer().start()  # boots while Prefect is imported
     try:
@@ -179,7 +180,7 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dic
         except Exception as exc:
             message = f"cannot reach Prefect or the work store: {str(exc).splitlines()[0]}"
             print(f"sohoa: {message}", file=sys.stderr)
-            return {item: _failed(item, exc, message) for item in items}
+            return {item: failed(item, exc, message) for item in items}
         params = dict(archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
         with _without_heartbeats(server is not None):
             try:
@@ -190,19 +191,12 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dic
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one dossier's failure (or the orchestrator's) is reported, never a traceback
-                return {item: _failed(item, exc) for item in items}
+                return {item: failed(item, exc) for item in items}
     except BaseException:
         if server:
             server.stop()
         raise
     # on success the server stops at exit, after Prefect has sent its last logs and events (atexit runs LIFO)
-
-
-def _failed(item: str, exc: BaseException, message: str | None = None) -> Outcome:
-    from pipeline.quarantine import safe_name
-
-    text = message or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    return Outcome(input=safe_name(item), status="failed", reason=Reason(code=getattr(exc, "code", type(exc).__name__), message=text))
 
 
 @contextlib.contextmanager

@@ -58,3 +58,10 @@ def refuse(store: Store, path: Path, refusal: InputRefused, *, sha256: str | Non
     where = quarantine(store, path, code=refusal.code, message=refusal.message, step="capture", sha256=sha256)
     return Outcome(input=safe_name(str(path)), status="refused", reason=Reason(code=refusal.code, message=refusal.message),
                    quarantine=store.url_for(where + "reason.json"), duration_s=duration_s)
+
+
+def failed(item: str, exc: BaseException, message: str | None = None, code: str | None = None) -> Outcome:
+    """The outcome of a dossier that failed for a reason other than its input: the error's first line."""
+    text = message or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return Outcome(input=safe_name(item), status="failed",
+                   reason=Reason(code=code or getattr(exc, "code", type(exc).__name__), message=text))
