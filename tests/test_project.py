@@ -54,3 +54,21 @@ def test_readme_documents_every_setting():
     names += [f"SOHOA_S3_{name.upper()}" for name in S3Settings.model_fields]
     missing = [name for name in names if f"`{name}`" not in readme]
     assert not missing, f"README configuration reference lacks {missing}"
+
+
+def test_the_cli_uses_a_configured_prefect_server_and_starts_its_own_only_without_one(tmp_path, monkeypatch):
+    """A profile that points at a server wins: `sohoa run` must report there, not to a private server."""
+    from flows.embedded import configured_api_url
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
+    assert configured_api_url() is None  # no profiles file
+    (tmp_path / "profiles.toml").write_text('active = "ops"\n[profiles.ops]\nPREFECT_API_URL = "http://ops:4200/api"\n'
+                                           '[profiles.ephemeral]\n')
+    assert configured_api_url() == "http://ops:4200/api"
+    monkeypatch.setenv("PREFECT_PROFILE", "ephemeral")
+    assert configured_api_url() is None
+    monkeypatch.setenv("PREFECT_API_URL", "http://env:4200/api")
+    assert configured_api_url() == "http://env:4200/api"
