@@ -98,7 +98,9 @@ def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: 
     else:
         image, text, tsv, layer = _read_with_program(page, source, base, rotation, settings)
     text, tsv = tesseract.normalize_text(text), tesseract.normalize_text(tsv)
-    words = [w.model_copy(update={"box": normalize.to_original(image, w.box)}) for w in parse_tsv(tsv)]
+    found = parse_tsv(tsv)
+    boxes = normalize.to_original(image, [w.box for w in found])
+    words = [w.model_copy(update={"box": box}) for w, box in zip(found, boxes)]
     return Reading(image=image, text=text.strip(), words=words, layer=layer)
 
 

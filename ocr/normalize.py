@@ -104,15 +104,20 @@ def _flat(matrix: np.ndarray) -> tuple[float, ...]:
 _IDENTITY = _flat(np.eye(3))
 
 
-def to_original(image: OcrImage, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """A word box (left, top, width, height) on the OCR copy, as a box on the original page."""
+def to_original(image: OcrImage, boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Word boxes (left, top, width, height) on the OCR copy, as boxes on the original page."""
+    if not boxes:
+        return []
     inverse = np.linalg.inv(np.array(image.matrix).reshape(3, 3))
-    left, top, width, height = box
-    corners = np.array([[left, top, 1], [left + width, top, 1], [left, top + height, 1], [left + width, top + height, 1]])
-    mapped = corners @ inverse.T
-    x0, y0 = mapped[:, 0].min(), mapped[:, 1].min()
-    x1, y1 = mapped[:, 0].max(), mapped[:, 1].max()
-    return int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0))
+    b = np.array(boxes, dtype=np.float64)
+    left, top, right, bottom = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    corners = np.stack([np.stack([x, y, np.ones_like(x)], axis=1)
+                        for x, y in ((left, top), (right, top), (left, bottom), (right, bottom))], axis=1)
+    mapped = corners @ inverse.T  # (boxes, 4 corners, 3)
+    x0, y0 = mapped[:, :, 0].min(axis=1), mapped[:, :, 1].min(axis=1)
+    x1, y1 = mapped[:, :, 0].max(axis=1), mapped[:, :, 1].max(axis=1)
+    return [(int(round(a)), int(round(b_)), int(round(c - a)), int(round(d - b_)))
+            for a, b_, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist())]
 
 
 def layer_to_page(image: OcrImage, page_height: int, page_dpi: int) -> tuple[float, ...]:

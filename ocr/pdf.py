@@ -28,8 +28,7 @@ _COLORSPACES = {"L": "/DeviceGray", "1": "/DeviceGray", "RGB": "/DeviceRGB", "CM
 
 
 def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str) -> pikepdf.Stream:
-    with Image.open(path) as image:
-        image.load()
+    with Image.open(path) as image:  # the header only: a JPEG is embedded as its own bytes, never decoded
         if media_type == "image/jpeg" and image.mode in ("L", "RGB", "CMYK"):
             stream = pikepdf.Stream(pdf, path.read_bytes())
             stream.Filter = pikepdf.Name.DCTDecode
