@@ -6,9 +6,9 @@ pass, laid over the page as a form XObject and scaled to the page size. Its stri
 normalized like the recorded text (NFC, the eth that Tesseract confuses for Đ folded back), so
 that text extracted from the PDF is the text in the manifest.
 
-PDF/A-2b is declared and, in the tests, checked by a validator (tests/test_searchable_pdf.py);
-one case is known not to conform: a CMYK JPEG page is kept as it is, in DeviceCMYK, which an
-sRGB output intent does not cover.
+PDF/A-2b is declared and, in the tests, checked by a validator (tests/test_searchable_pdf.py)
+for every kind of page image capture hands over; a CMYK JPEG keeps its bytes and is declared in
+an ICC-based CMYK colour space (an sRGB output intent does not cover DeviceCMYK).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pipeline.models import PageImage
 _COLORSPACES = {"L": "/DeviceGray", "1": "/DeviceGray", "RGB": "/DeviceRGB", "CMYK": "/DeviceCMYK"}
 
 
-def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str) -> pikepdf.Stream:
+def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str, shared: dict[str, pikepdf.Object]) -> pikepdf.Stream:
+    colorspace = None
     with Image.open(path) as image:  # the header only: a JPEG is embedded as its own bytes, never decoded
         if media_type == "image/jpeg" and image.mode in ("L", "RGB", "CMYK"):
             stream = pikepdf.Stream(pdf, path.read_bytes())
@@ -35,6 +36,7 @@ def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str) -> pikepdf.Str
             mode = image.mode
             if mode == "CMYK":  # Adobe CMYK JPEGs are stored inverted
                 stream.Decode = pikepdf.Array([1, 0] * 4)
+                colorspace = _cmyk_colorspace(pdf, shared)
         else:
             if image.mode not in _COLORSPACES:
                 image = image.convert("RGB")
@@ -44,9 +46,27 @@ def _image_xobject(pdf: pikepdf.Pdf, path: Path, media_type: str) -> pikepdf.Str
         stream.Type = pikepdf.Name.XObject
         stream.Subtype = pikepdf.Name.Image
         stream.Width, stream.Height = image.size
-        stream.ColorSpace = pikepdf.Name(_COLORSPACES[mode])
+        stream.ColorSpace = colorspace if mode == "CMYK" and colorspace is not None else pikepdf.Name(_COLORSPACES[mode])
         stream.BitsPerComponent = 1 if mode == "1" else 8
         return stream
+
+
+# PDF/A-2b allows DeviceCMYK only under a CMYK output intent; ours is sRGB, so a CMYK JPEG (kept
+# as its own bytes) is declared in an ICC-based CMYK space instead: Ghostscript's 5 kB PostScript
+# CMYK profile (Debian libgs-common), which converts like a viewer's DeviceCMYK does.
+CMYK_PROFILES = (Path("/usr/share/color/icc/ghostscript/ps_cmyk.icc"),)
+
+
+def _cmyk_colorspace(pdf: pikepdf.Pdf, shared: dict[str, pikepdf.Object]) -> pikepdf.Object | None:
+    """``[/ICCBased profile]``, made once per document (``shared``); None (DeviceCMYK) without a profile."""
+    if "cmyk" not in shared:
+        profile = next((p for p in CMYK_PROFILES if p.exists()), None)
+        if profile is None:
+            return None
+        icc = pdf.make_indirect(pikepdf.Stream(pdf, profile.read_bytes()))
+        icc.N = 4
+        shared["cmyk"] = pdf.make_indirect(pikepdf.Array([pikepdf.Name.ICCBased, icc]))
+    return shared["cmyk"]
 
 
 _SHOW_TEXT = {"Tj", "TJ", "'", '"'}
@@ -141,6 +161,7 @@ def assemble(plans: Sequence[PagePlan], out: Path, title: str = "") -> None:
     """Write one PDF page per plan, in order, declared PDF/A-2b."""
     pdf = pikepdf.new()
     layers: list[pikepdf.Pdf] = []
+    shared: dict[str, pikepdf.Object] = {}  # objects every page may use (the CMYK colour space)
     try:
         for plan in plans:
             page = plan.page
@@ -151,7 +172,7 @@ def assemble(plans: Sequence[PagePlan], out: Path, title: str = "") -> None:
             _normalize_layer(layer)
             text = pdf.copy_foreign(layer.pages[0].as_form_xobject())
             target.obj.Resources = pikepdf.Dictionary(
-                XObject=pikepdf.Dictionary(Im0=_image_xobject(pdf, plan.image, page.media_type), Fx0=text))
+                XObject=pikepdf.Dictionary(Im0=_image_xobject(pdf, plan.image, page.media_type, shared), Fx0=text))
             matrix = " ".join(f"{v:.6f}" for v in plan.layer_matrix)
             target.obj.Contents = pdf.make_stream(
                 f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q q {matrix} cm /Fx0 Do Q".encode())
