@@ -25,6 +25,8 @@ from pipeline import capture as capturing
 from pipeline import classify as classifying
 from pipeline import verify as verifying
 from pipeline.errors import InputRefused
+from pipeline.model import ModelRef
+from pipeline.model import load as load_model
 from pipeline.models import (
     ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Refusal, SourceInfo, StepRecord, VerifyResult,
 )
@@ -51,8 +53,11 @@ def ocr_task(captured: CaptureResult, settings: Settings, key: str) -> OcrResult
 
 
 @task(name="classify", **_PERSISTED)
-def classify_task(ocr: OcrResult, captured: CaptureResult, settings: Settings, key: str, procedure: str | None) -> ClassifyResult:
-    return classifying.classify(ocr, captured, settings, key, procedure, store=open_store(settings.work))
+def classify_task(ocr: OcrResult, captured: CaptureResult, settings: Settings, key: str, procedure: str | None,
+                  model: ModelRef | None) -> ClassifyResult:
+    trained = load_model(open_store(settings.archive), model) if model else None
+    return classifying.classify(ocr, captured, settings, key, procedure, store=open_store(settings.work),
+                                model=trained, model_ref=model)
 
 
 @task(name="verify", **_PERSISTED)
@@ -182,7 +187,7 @@ def process_one(source: str, archive: str | None, procedure: str | None, refresh
         runner = _Runner(settings, _from_first(refresh or []), admission.steps)
         if runner.will_compute("ocr"):
             engine.warm_up(settings)  # the engines load while the dossier is captured
-        archived = _run_steps(path, info, settings, procedure, runner)
+        archived = _run_steps(path, info, settings, procedure, runner, admission.model)
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
         return refuse(archive_store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))
@@ -198,14 +203,15 @@ def process_one(source: str, archive: str | None, procedure: str | None, refresh
     )
 
 
-def _run_steps(path: Path, info: SourceInfo, settings: Settings, procedure: str | None, run: _Runner) -> ArchiveResult:
+def _run_steps(path: Path, info: SourceInfo, settings: Settings, procedure: str | None, run: _Runner,
+               model: ModelRef | None) -> ArchiveResult:
     """The five steps in order; a capture Refusal becomes InputRefused for the caller to quarantine."""
     captured = run(capture_task, str(path), info, settings)
     if isinstance(captured, Refusal):
         raise InputRefused(captured.code, captured.message)
     get_run_logger().info("captured %d pages from %s", len(captured.pages), info.media_type)
     ocr = run(ocr_task, captured, settings)
-    classified = run(classify_task, ocr, captured, settings, procedure=procedure)
+    classified = run(classify_task, ocr, captured, settings, procedure=procedure, model=model)
     verified = run(verify_task, captured, ocr, classified, settings)
     return archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
 

@@ -31,7 +31,9 @@ from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWo
 from pipeline.settings import Settings
 from storage import Store, materialize
 
-VERSION = "6"  # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy; 6: CMYK pages ICC-based
+# 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy;
+# 6: CMYK pages in an ICC-based colour space
+VERSION = "6"
 RETRY_BELOW_CONFIDENCE = 70.0
 _WORDS = TypeAdapter(list[PageWords])
 log = logging.getLogger("sohoa.ocr")

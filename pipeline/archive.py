@@ -26,7 +26,7 @@ from pipeline.models import (
 )
 from storage import ObjectNotFound, Store, StorageError, materialize
 
-VERSION = "2"  # 2: a searchable PDF per document
+VERSION = "3"  # 2: a searchable PDF per document; 3: page types in the manifest, earlier revisions kept
 MANIFEST = "manifest.json"
 
 
@@ -123,11 +123,30 @@ def archive(
         duration_s=round(time.perf_counter() - started, 3))}
     manifest = build_manifest(ident, capture, ocr, classified.model_copy(update={"documents": documents}), verified,
                               steps, files)
+    manifest = _keep_previous(store, prefix, manifest)
     data = manifest.to_json().encode()
     store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
     record = ArchivedSource(dossier_id=ident, manifest_key=prefix + MANIFEST, verify_key=verified.key)
     store.put_bytes(source_index_key(capture.source.sha256), record.model_dump_json().encode(), content_type="application/json")
     return ArchiveResult(dossier_id=ident, prefix=prefix, manifest_url=store.url_for(prefix + MANIFEST), manifest=manifest)
+
+
+def _keep_previous(store: Store, prefix: str, manifest: Manifest) -> Manifest:
+    """Nothing is lost when a dossier is archived again: a different earlier manifest is kept in
+    ``history/`` and the operators' decisions on it carry over to the new one (pipeline/review.py)."""
+    from pipeline import review
+
+    try:
+        previous = Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
+    except (ObjectNotFound, ValueError):
+        return manifest
+    if previous.model_copy(update={"created_at": ""}) == manifest.model_copy(update={"created_at": ""}):
+        return previous  # the same archive again: idempotent
+    old = previous.to_json().encode()
+    key = f"{prefix}history/manifest-{previous.revision:04d}.json"
+    if not store.exists(key):
+        store.put_bytes(key, old, content_type="application/json", metadata={"sha256": sha256_bytes(old)})
+    return review.carry_over(previous, manifest)
 
 
 def _ext_of(path: Path) -> str:
@@ -139,17 +158,21 @@ def build_manifest(
     steps: dict[str, StepRecord], files: dict[str, FileRef],
 ) -> Manifest:
     texts = {p.n: p for p in ocr.pages}
+    typed = {p.n: p for p in classified.pages}
     pages = [
         ManifestPage(
             n=p.n, sha256=p.sha256, width=p.width, height=p.height, dpi=p.dpi,
             rotation=(p.rotation + texts[p.n].orientation) % 360, skew=p.skew,
             blank=p.blank, ocr_confidence=texts[p.n].confidence, text=texts[p.n].text,
+            type=typed[p.n].type if p.n in typed else None,
+            type_confidence=typed[p.n].confidence if p.n in typed else None,
+            evidence=typed[p.n].evidence if p.n in typed else [],
         )
         for p in capture.pages
     ]
     return Manifest(
         dossier_id=ident, procedure=classified.procedure, status=verified.status, source=capture.source,
         pages=pages, documents=classified.documents, verification=verified.verification,
-        fields={**classified.fields, "procedure_source": classified.procedure_source},
+        fields={**classified.fields, "procedure_source": classified.procedure_source, "classifier": classified.classifier},
         steps=steps, files=files, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -1,15 +1,18 @@
-"""Taxonomy and procedure catalog, kept as package data (TOML) so they change without code.
+"""Taxonomy and procedure catalog, kept as data (TOML) so they change without code.
 
-Both are hashed into the cache keys of the steps that use them: editing a data file reruns
-classification or verification, never OCR.
+The packaged files (pipeline/data/) are the defaults; ``SOHOA_TAXONOMY`` and ``SOHOA_CATALOG``
+name a province's own files instead. Both are hashed into the cache keys of the steps that use
+them: editing a data file reruns classification or verification, never OCR.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -52,13 +55,21 @@ def _compile(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
     return [re.compile(p) for p in patterns]
 
 
-def _read(name: str) -> bytes:
+def _read(name: str, override: str | None) -> bytes:
+    """The file named by the setting, else the packaged default (pipeline/data/NAME)."""
+    if override:
+        return Path(override).expanduser().read_bytes()
     return resources.files("pipeline").joinpath("data", name).read_bytes()
 
 
-@lru_cache(maxsize=1)
-def taxonomy() -> Taxonomy:
-    raw = _read("taxonomy.toml")
+def taxonomy(path: str | None = None) -> Taxonomy:
+    """Document types: ``SOHOA_TAXONOMY`` (a TOML file) or the packaged taxonomy."""
+    return _taxonomy(path if path is not None else os.environ.get("SOHOA_TAXONOMY") or None)
+
+
+@lru_cache(maxsize=8)
+def _taxonomy(path: str | None) -> Taxonomy:
+    raw = _read("taxonomy.toml", path)
     data = tomllib.loads(raw.decode())
     return Taxonomy(
         types=[DocType(**t) for t in data["types"]],
@@ -67,9 +78,14 @@ def taxonomy() -> Taxonomy:
     )
 
 
-@lru_cache(maxsize=1)
-def catalog() -> Catalog:
-    raw = _read("catalog.toml")
+def catalog(path: str | None = None) -> Catalog:
+    """Procedures: ``SOHOA_CATALOG`` (a TOML file) or the packaged catalog."""
+    return _catalog(path if path is not None else os.environ.get("SOHOA_CATALOG") or None)
+
+
+@lru_cache(maxsize=8)
+def _catalog(path: str | None) -> Catalog:
+    raw = _read("catalog.toml", path)
     data = tomllib.loads(raw.decode())
     procedures = {p["code"]: Procedure(**p) for p in data["procedures"]}
     return Catalog(procedures=procedures, digest=sha256_bytes(raw)[:16])

@@ -1,102 +1,194 @@
-"""Classification: split the dossier into documents at title pages and type each one.
+"""Classification: split the dossier into documents and type each page, with calibrated confidence.
 
-Rule matching over the title zone (the first lines of a page) with the taxonomy's patterns,
-accent-insensitive. A page that opens with a known title or with the national motto header
-starts a new document; any other page continues the previous one. A receipt lists the other
-documents by name, so the receipt pattern has the highest priority in a title zone.
+Two readers of each page are combined: the rules (pipeline/rules.py: the title, the national
+motto header, page numbers) and, when one has been trained from operators' decisions, the model
+(pipeline/model.py: character n-grams of the whole page). Rules decide where they are sure
+(an exact title), the model types what the rules cannot read (a garbled or missing title, a
+form's later pages), and where they disagree the confidence drops so that the page goes to
+review rather than being trusted.
+
+A page opens a new document when it shows a title, the motto header or "page 1", when it
+follows a blank separator page, or when the model is confident it is of another type than the
+document before it; a page numbered 2 or later, or marked "(tiếp theo)", continues the
+document before it whatever else it shows. Blank pages belong to no document. A receipt names
+the documents it received, so its pattern wins a title zone (rules).
 """
 
 from __future__ import annotations
 
-import difflib
-from functools import lru_cache
 from dataclasses import dataclass
 
 from ocr import imaging
-from pipeline import identifiers, identity
-from pipeline.catalog import Taxonomy, taxonomy
+from pipeline import identifiers, identity, rules
+from pipeline.catalog import Catalog, Taxonomy, catalog, taxonomy
 from pipeline.keys import step_key
-from pipeline.models import CaptureResult, ClassifyResult, Document, OcrPage, OcrResult
+from pipeline.model import ClassifierModel, ModelRef
+from pipeline.models import CaptureResult, ClassifyResult, Document, OcrResult, PagePrediction
 from pipeline.settings import Settings
-from pipeline.text import fold, lines
 from storage import Store
 
-VERSION = "2"  # 2: dossier code from the receipt QR code
-EXACT_CONFIDENCE = 0.95
-FUZZY_MIN_RATIO = 0.82
+VERSION = "3"  # 2: dossier code from the receipt QR code; 3: rules + trained model, page marks, blank separators
+BLANK = "blank"
+UNKNOWN = "khac"
 HEADER_ONLY_CONFIDENCE = 0.5
 UNTITLED_CONFIDENCE = 0.3
+MODEL_SWITCH = 0.8  # the model this sure of another type opens a new document on an untitled page
+AGREE_CONFIDENCE = 0.98  # an exact title the model agrees with
+DISAGREE_CONFIDENCE = 0.75  # an exact title the model is sure is something else: kept, sent to review
+CONTINUES_CONFIDENCE = 0.8  # an unnumbered page without a title, taken as the rest of the document before it
+NOT_RECEIPT_TYPES = {"phieu_tiep_nhan", UNKNOWN}
 
 
-def key_settings(settings: Settings, procedure: str | None) -> dict:
-    return {"title_lines": settings.title_lines, "taxonomy": taxonomy().digest, "procedure": procedure}
+def key_settings(settings: Settings, procedure: str | None, model: ModelRef | None = None) -> dict:
+    return {"title_lines": settings.title_lines, "taxonomy": taxonomy(settings.taxonomy).digest,
+            "catalog": catalog(settings.catalog).digest, "procedure": procedure,
+            "classifier": model.digest if model else "rules"}
 
 
-def classify_key(ocr_key: str, settings: Settings, procedure: str | None) -> str:
-    return step_key("classify", VERSION, key_settings(settings, procedure), ocr_key)
+def classify_key(ocr_key: str, settings: Settings, procedure: str | None, model: ModelRef | None = None) -> str:
+    return step_key("classify", VERSION, key_settings(settings, procedure, model), ocr_key)
 
 
 @dataclass(frozen=True)
-class PageReading:
+class _Reading:
     n: int
-    type: str | None
-    confidence: float
-    title: str | None
-    header: bool
+    rules: rules.PageRules
+    model: dict[str, float] | None  # calibrated probabilities, None without a model
+    after_blank: bool
+
+    @property
+    def model_top(self) -> tuple[str, float] | None:
+        if not self.model:
+            return None
+        best = max(self.model, key=self.model.__getitem__)
+        return best, self.model[best]
+
+    def knows(self, doc_type: str) -> bool:
+        """The model was trained on this type (else its silence about it means nothing)."""
+        return self.model is not None and doc_type in self.model
 
 
-def read_page(page: OcrPage, tax: Taxonomy, title_lines: int) -> PageReading:
-    """The document type announced by a page's title zone, if any."""
-    zone = lines(page.text)[:title_lines]
-    folded = [fold(line) for line in zone]
-    header = any(pattern in line for line in folded for pattern in tax.header_patterns)
-    best: tuple[int, int, str, str] | None = None
-    for index, line in enumerate(folded):
-        for doc_type in tax.types:
-            if any(p.search(line) for p in doc_type.compiled()):
-                candidate = (doc_type.priority, -index, doc_type.code, zone[index])
-                best = candidate if best is None or candidate > best else best
-    if best:
-        return PageReading(page.n, best[2], EXACT_CONFIDENCE, best[3], header)
-    fuzzy = _fuzzy_title(zone, folded, tax)
-    if fuzzy:
-        return PageReading(page.n, fuzzy[0], fuzzy[1], fuzzy[2], header)
-    return PageReading(page.n, None, 0.0, None, header)
-
-
-@lru_cache(maxsize=256)
-def _folded(label: str) -> str:
-    return fold(label)
-
-
-def _fuzzy_title(zone: list[str], folded: list[str], tax: Taxonomy) -> tuple[str, float, str] | None:
-    """Closest label to a title-like line, for titles that OCR garbled past the patterns."""
-    best: tuple[float, str, str] | None = None
-    for line, text in zip(zone, folded):
-        if len(text) < 10:
+def predict_pages(pages: list[tuple[int, str, bool]], tax: Taxonomy, title_lines: int,
+                  model: ClassifierModel | None = None) -> list[PagePrediction]:
+    """Type and boundary of each page: (number, text, blank) in page order."""
+    texts = [text for _, text, blank in pages if not blank]
+    probabilities = iter(model.predict(texts) if model else [None] * len(texts))
+    out: list[PagePrediction] = []
+    previous: PagePrediction | None = None
+    opening = 0.0  # confidence of the open document's type
+    after_blank = False
+    for n, text, blank in pages:
+        if blank:
+            out.append(PagePrediction(n=n, type=BLANK, confidence=1.0, starts=False, evidence=["blank"]))
+            after_blank = previous is not None
             continue
-        for doc_type in tax.types:
-            if not doc_type.patterns:
-                continue
-            ratio = difflib.SequenceMatcher(None, text, _folded(doc_type.label)).ratio()
-            if ratio >= FUZZY_MIN_RATIO and (best is None or ratio > best[0]):
-                best = (ratio, doc_type.code, line)
-    return (best[1], round(best[0] * EXACT_CONFIDENCE, 3), best[2]) if best else None
-
-
-def split(readings: list[PageReading]) -> list[Document]:
-    """Documents from page readings: a new one at each titled or header page."""
-    documents: list[Document] = []
-    for reading in readings:
-        starts = reading.type is not None or reading.header or not documents
+        reading = _Reading(n, rules.read(text, tax, title_lines), next(probabilities), after_blank)
+        starts, why = _opens_document(reading, previous)
         if starts:
-            doc_type = reading.type or "khac"
-            confidence = reading.confidence if reading.type else (
-                HEADER_ONLY_CONFIDENCE if reading.header else UNTITLED_CONFIDENCE)
-            documents.append(Document(type=doc_type, confidence=confidence, pages=[reading.n], title=reading.title))
+            doc_type, confidence, evidence = _opening_type(reading)
+            opening = confidence
         else:
-            documents[-1].pages.append(reading.n)
+            doc_type, confidence, evidence = _continuation_type(reading, previous, opening)
+        title = reading.rules.title.line if reading.rules.title else None
+        previous = PagePrediction(n=n, type=doc_type, confidence=round(confidence, 3), starts=starts,
+                                  evidence=why + evidence, title=title)
+        out.append(previous)
+        after_blank = False
+    return out
+
+
+def _opens_document(page: _Reading, previous: PagePrediction | None) -> tuple[bool, list[str]]:
+    marks = page.rules
+    if previous is None:
+        return True, ["first page"]
+    if (marks.numbered_later or marks.continued) and not marks.title:
+        mark = f"page {marks.mark[0]}/{marks.mark[1] or '?'}" if marks.mark else "continued"
+        return False, [mark]
+    if marks.title:
+        return True, ["title"]
+    if marks.header:
+        return True, ["header"]
+    if marks.numbered_first:
+        return True, ["page 1"]
+    if page.after_blank:
+        return True, ["after blank"]
+    top = page.model_top
+    if top and top[0] != previous.type and top[1] >= MODEL_SWITCH:
+        return True, [f"model: {top[0]}"]
+    return False, ["no title"]
+
+
+def _opening_type(page: _Reading) -> tuple[str, float, list[str]]:
+    title, top = page.rules.title, page.model_top
+    if title and title.exact:
+        if not page.knows(title.type):
+            return title.type, title.confidence, ["exact title"]
+        agree = page.model[title.type]
+        if top[0] == title.type:
+            return title.type, max(AGREE_CONFIDENCE, agree), ["exact title", f"model agrees {agree:.2f}"]
+        if top[1] >= MODEL_SWITCH and agree < 0.2:
+            return title.type, DISAGREE_CONFIDENCE, ["exact title", f"model says {top[0]} {top[1]:.2f}"]
+        return title.type, title.confidence, ["exact title", f"model {agree:.2f}"]
+    if title:  # a garbled title: the closest label
+        if not page.knows(title.type):
+            return title.type, title.confidence, [f"fuzzy title {title.confidence:.2f}"]
+        agree = page.model[title.type]
+        if top[0] == title.type:
+            return title.type, max(title.confidence, agree), [f"fuzzy title {title.confidence:.2f}", f"model agrees {agree:.2f}"]
+        if top[1] > title.confidence:
+            return top[0], top[1] * 0.95, [f"fuzzy title says {title.type}", f"model {top[1]:.2f}"]
+        return title.type, title.confidence * 0.9, [f"fuzzy title {title.confidence:.2f}", f"model says {top[0]}"]
+    if top:
+        return top[0], top[1], [f"model {top[1]:.2f}"]
+    if page.rules.header:
+        return UNKNOWN, HEADER_ONLY_CONFIDENCE, ["no title"]
+    return UNKNOWN, UNTITLED_CONFIDENCE, ["no title"]
+
+
+def _continuation_type(page: _Reading, previous: PagePrediction, opening: float) -> tuple[str, float, list[str]]:
+    """The rest of the open document: its type, as sure as its opening page at most."""
+    marked = page.rules.numbered_later or page.rules.continued
+    top = page.model_top
+    if top and page.knows(previous.type):
+        if top[0] == previous.type:
+            return previous.type, min(opening, max(top[1], CONTINUES_CONFIDENCE)), [f"model agrees {top[1]:.2f}"]
+        return previous.type, min(opening, CONTINUES_CONFIDENCE if marked else 0.6), [f"model says {top[0]} {top[1]:.2f}"]
+    if marked:
+        return previous.type, opening, []
+    return previous.type, min(opening, CONTINUES_CONFIDENCE), []
+
+
+def documents_of(predictions: list[PagePrediction]) -> list[Document]:
+    """Documents from page predictions: a new one at each opening page; blank pages in none."""
+    documents: list[Document] = []
+    for page in predictions:
+        if page.type == BLANK:
+            continue
+        if page.starts or not documents:
+            documents.append(Document(type=page.type, confidence=page.confidence, pages=[page.n], title=page.title))
+        else:
+            documents[-1].pages.append(page.n)
+            documents[-1].confidence = min(documents[-1].confidence, page.confidence)
     return documents
+
+
+def infer_procedure(types: set[str], cat: Catalog) -> tuple[str | None, dict[str, float]]:
+    """The catalogued procedure the documents fit best: all its required types present, most of the
+    dossier's other types among its known ones. None when no procedure fits, or two fit equally."""
+    specific = types - NOT_RECEIPT_TYPES
+    scores: dict[str, float] = {}
+    for code, procedure in cat.procedures.items():
+        required = set(procedure.required)
+        if not required or not required <= types:
+            continue
+        known = required | set(procedure.optional)
+        scores[code] = round(len(specific & known) / len(specific | required), 3)
+    if not scores:
+        return None, scores
+    ranked = sorted(scores.values(), reverse=True)
+    if len(ranked) > 1 and ranked[0] == ranked[1]:
+        return None, scores
+    return max(scores, key=scores.__getitem__), scores
 
 
 def _document_fields(document: Document, texts: dict[int, str]) -> None:
@@ -111,26 +203,32 @@ def _document_fields(document: Document, texts: dict[int, str]) -> None:
 
 def classify(
     ocr: OcrResult, capture: CaptureResult, settings: Settings, key: str, procedure: str | None = None,
-    store: Store | None = None,
+    store: Store | None = None, model: ClassifierModel | None = None, model_ref: ModelRef | None = None,
 ) -> ClassifyResult:
     """Split and type the documents; with the work ``store``, also read the receipt's QR code."""
-    tax = taxonomy()
+    tax = taxonomy(settings.taxonomy)
     blank = {page.n for page in capture.pages if page.blank}
     texts = {page.n: page.text for page in ocr.pages}
-    readings = [read_page(page, tax, settings.title_lines) for page in ocr.pages if page.n not in blank]
-    documents = split(readings)
+    predictions = predict_pages([(p.n, p.text, p.n in blank) for p in ocr.pages], tax, settings.title_lines, model)
+    documents = documents_of(predictions)
     for document in documents:
         _document_fields(document, texts)
     qr_codes = _receipt_qr_codes(documents, capture, store) if store is not None else []
     fields = _dossier_fields(documents, texts, qr_codes)
+    inferred, scores = infer_procedure({d.type for d in documents}, catalog(settings.catalog))
+    if inferred:
+        fields["inferred_procedure"] = inferred
     receipt_procedure = fields.get("receipt_procedure")
     if procedure:
         chosen, source = procedure, "caller"
     elif isinstance(receipt_procedure, str):
         chosen, source = receipt_procedure, "receipt"
+    elif inferred:
+        chosen, source = inferred, "inferred"
     else:
         chosen, source = None, "none"
-    return ClassifyResult(key=key, documents=documents, procedure=chosen, procedure_source=source, fields=fields)
+    return ClassifyResult(key=key, documents=documents, procedure=chosen, procedure_source=source, fields=fields,
+                          pages=predictions, classifier=model_ref.key if model_ref else "rules")
 
 
 def _receipt_pages(documents: list[Document]) -> list[int]:

@@ -44,11 +44,37 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="only print results (no progress logs)")
     commands.add_parser("schema", help="print the JSON Schema of manifest.json")
     synth = commands.add_parser("synth", help="write a synthetic labelled dossier (for demos and tests)")
-    synth.add_argument("out", type=Path)
+    synth.add_argument("out", type=Path, help="the dossier file (or folder), or with --eval-set the folder of the set")
     synth.add_argument("--procedure", default="1.001193")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--format", default="pdf", choices=["pdf", "tiff", "png-dir", "jpeg-dir", "text-pdf"])
+    synth.add_argument("--eval-set", type=int, metavar="N",
+                       help="write N varied, degraded dossiers with truth files into OUT (for sohoa eval)")
+    evaluate = commands.add_parser("eval", help="score classification and splitting on a folder of labelled dossiers")
+    evaluate.add_argument("folder", type=Path, help="inputs with <input>.truth.json beside them (see sohoa synth --eval-set)")
+    _store_options(evaluate)
+    evaluate.add_argument("--require", action="append", default=[], metavar="METRIC=VALUE",
+                          help="exit 1 unless METRIC >= VALUE, e.g. page_accuracy=0.97 boundary_f1=0.95 "
+                               "high_confidence_accuracy=0.99 (repeatable)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    train = commands.add_parser("train", help="train a new classifier version from operators' confirmed and corrected documents")
+    _store_options(train)
+    train.add_argument("--json", action="store_true")
+    review = commands.add_parser("review", help="record an operator's decision on an archived dossier")
+    review.add_argument("dossier", help="dossier id (the folder name under dossiers/)")
+    review.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    review.add_argument("--by", default=os.environ.get("USER", ""), help="the operator's name (default: $USER)")
+    review.add_argument("--type", action="append", default=[], metavar="N=TYPE",
+                        help="correct the type of document N (1-based, as in the manifest) (repeatable)")
+    review.add_argument("--approve", action="store_true", help="confirm every other document's type and pass the dossier")
+    review.add_argument("--reject", metavar="REASON", help="reject the dossier with this reason")
+    review.add_argument("--procedure", help="set the procedure code")
     return parser
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--archive", help="archive store URL, where models are kept (default: SOHOA_ARCHIVE)")
+    parser.add_argument("--work", help="work store URL (default: SOHOA_WORK)")
 
 
 def _print(outcome: Outcome, as_json: bool) -> None:
@@ -215,8 +241,101 @@ def _without_heartbeats(embedded: bool) -> Iterator[None]:
 def cmd_synth(args: argparse.Namespace) -> int:
     from pipeline import synth
 
+    if args.eval_set:
+        truths = synth.make_eval_set(args.out, args.eval_set, seed=args.seed)
+        print(json.dumps({"folder": str(args.out), "dossiers": len(truths), "pages": sum(len(t.pages) for t in truths)}))
+        return ExitCode.ok
     truth = synth.make_dossier(args.out, procedure=args.procedure, seed=args.seed, fmt=args.format)
+    synth.write_truth(truth, args.out)
     print(json.dumps({"files": truth.files, "dossier_code": truth.dossier_code, "pages": len(truth.pages)}))
+    return ExitCode.ok
+
+
+def _stores(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Settings and the archive and work stores of a command, prepared; ValueError for bad settings."""
+    from pydantic import ValidationError
+
+    from pipeline.settings import Settings
+    from storage import StorageError, open_store
+
+    try:
+        settings = Settings(**{k: v for k, v in (("archive", args.archive), ("work", getattr(args, "work", None))) if v})
+        stores = [open_store(settings.archive), open_store(settings.work)]
+        for store in stores:
+            store.ensure_ready()
+    except (ValidationError, StorageError, ValueError) as exc:
+        raise ValueError(f"configuration error: {str(exc).splitlines()[0]}") from None
+    return settings, *stores
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipeline import evaluate
+
+    try:
+        requirements = {name: float(value) for name, _, value in (r.partition("=") for r in args.require)}
+    except ValueError:
+        print("sohoa: --require takes METRIC=NUMBER", file=sys.stderr)
+        return ExitCode.usage
+    unknown = [name for name in requirements if name not in evaluate.EvalReport.model_fields]
+    if unknown or not args.folder.is_dir():
+        print(f"sohoa: unknown metric {unknown[0]!r}" if unknown else f"sohoa: {args.folder} is not a folder", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings, archive, work = _stores(args)
+        report = evaluate.evaluate(args.folder, settings, archive, work, progress=lambda line: print(line, file=sys.stderr))
+    except ValueError as exc:
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    print(report.model_dump_json(indent=2) if args.json else evaluate.render(report))
+    failures = evaluate.check_requirements(report, requirements)
+    for failure in failures:
+        print(f"sohoa: {failure}", file=sys.stderr)
+    return ExitCode.below_target if failures else ExitCode.ok
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline import training
+    from pipeline.model import TooLittleData
+
+    try:
+        settings, archive, _ = _stores(args)
+        ref, model, found = training.train(archive, settings, progress=lambda line: print(line, file=sys.stderr))
+    except TooLittleData as exc:
+        print(f"sohoa: not enough reviewed documents to train ({exc}); classification stays with the rules", file=sys.stderr)
+        return ExitCode.below_target
+    except ValueError as exc:
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    summary = {"model": archive.url_for(ref.key), "version": ref.version, **model.summary.model_dump()}
+    if found.skipped_types:
+        summary["skipped_types"] = found.skipped_types
+    print(json.dumps(summary, ensure_ascii=False) if args.json else
+          f"classifier v{ref.version}: {model.summary.pages} pages of {model.summary.dossiers} dossiers, "
+          f"{len(model.classes)} types, accuracy on unseen dossiers {model.summary.cv_accuracy:.1%} -> {archive.url_for(ref.key)}")
+    return ExitCode.ok
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from pipeline import review
+    from pipeline.catalog import taxonomy
+
+    try:
+        types = {int(number): code for number, _, code in (t.partition("=") for t in args.type)}
+    except ValueError:
+        print("sohoa: --type takes N=TYPE, N the document's number", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings, archive, _ = _stores(args)
+        prefix, before = review.load(archive, args.dossier)
+        after = review.decide(before, by=args.by, codes=taxonomy(settings.taxonomy).codes(), types=types,
+                              approve=args.approve, reject=args.reject, procedure=args.procedure)
+        key = review.record(archive, prefix, before, after)
+    except ValueError as exc:  # ReviewError, configuration
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    decision = after.decisions[-1]
+    print(json.dumps({"dossier_id": after.dossier_id, "revision": after.revision, "status": after.status,
+                      "decision": decision.model_dump(), "manifest": archive.url_for(key)}, ensure_ascii=False))
     return ExitCode.ok
 
 
@@ -229,7 +348,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "synth": cmd_synth, "schema": cmd_schema}
+    handlers = {"run": cmd_run, "synth": cmd_synth, "schema": cmd_schema, "eval": cmd_eval, "train": cmd_train,
+                "review": cmd_review}
     return int(handlers[args.command](args))
 
 

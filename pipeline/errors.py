@@ -11,12 +11,13 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """``sohoa run`` exit codes (documented in README)."""
+    """Exit codes of the ``sohoa`` commands (documented in README)."""
 
     ok = 0  # every input archived (whatever its verification status)
     usage = 2  # bad command line or settings
     refused = 3  # at least one input refused and quarantined; others archived
     failed = 4  # at least one dossier failed (storage, OCR engine, ...)
+    below_target = 5  # sohoa eval: a --require not met; sohoa train: too little data to train
     interrupted = 130
 
 

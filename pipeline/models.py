@@ -92,21 +92,44 @@ class OcrResult(_Model):
     searchable_pdf_key: str = Field(description="Work-store key of the dossier's searchable PDF")
 
 
+class DocumentReview(_Model):
+    """An operator's word on a document's type: what ``sohoa train`` learns from."""
+
+    decision: Literal["confirmed", "corrected"]
+    by: str
+    at: str = Field(description="UTC ISO-8601 time of the decision")
+    previous_type: str | None = Field(None, description="The machine's type before a correction")
+
+
 class Document(_Model):
     type: str = Field(description="Taxonomy code")
-    confidence: float = Field(ge=0, le=1)
+    confidence: float = Field(ge=0, le=1, description="Calibrated: the lowest confidence of its pages")
     pages: list[int]
     title: str | None = Field(None, description="Title line the type was read from")
     fields: dict[str, str | list[str]] = Field(default_factory=dict)
     file: str | None = Field(None, description="Archive key of this document's own searchable PDF")
+    review: DocumentReview | None = Field(None, description="Set when an operator confirmed or corrected the type")
+
+
+class PagePrediction(_Model):
+    """How one page was typed and whether it opens a document, with the evidence for both."""
+
+    n: int
+    type: str = Field(description="Taxonomy code, or 'blank' for a blank page (left out of documents)")
+    confidence: float = Field(ge=0, le=1)
+    starts: bool = Field(description="The page opens a new document")
+    evidence: list[str] = Field(default_factory=list, description="e.g. title, header, page 2/3, after blank, model 0.97")
+    title: str | None = None
 
 
 class ClassifyResult(_Model):
     key: str
     documents: list[Document]
     procedure: str | None
-    procedure_source: Literal["receipt", "caller", "none"]
+    procedure_source: Literal["receipt", "caller", "inferred", "none"]
     fields: dict[str, str | list[str]] = Field(default_factory=dict)
+    pages: list[PagePrediction] = Field(default_factory=list)
+    classifier: str = Field("rules", description="'rules', or the trained model used with them (models/classifier/vNNNNN)")
 
 
 class Check(_Model):
@@ -152,6 +175,26 @@ class ManifestPage(_Model):
     blank: bool
     ocr_confidence: float
     text: str
+    type: str | None = Field(None, description="The page's predicted type ('blank' for a blank page)")
+    type_confidence: float | None = Field(None, ge=0, le=1)
+    evidence: list[str] = Field(default_factory=list, description="Why the page was typed and split as it was")
+
+
+class Change(_Model):
+    field: str = Field(description="What changed, e.g. documents[2].type, procedure, status")
+    before: str | int | float | list[str] | list[int] | None = None
+    after: str | int | float | list[str] | list[int] | None = None
+
+
+class Decision(_Model):
+    """One operator decision on a dossier, with the previous values: the audit trail."""
+
+    id: str
+    by: str
+    at: str = Field(description="UTC ISO-8601 time")
+    action: Literal["approve", "correct", "reject", "set_procedure"]
+    reason: str | None = None
+    changes: list[Change] = Field(default_factory=list)
 
 
 class Manifest(_Model):
@@ -169,6 +212,9 @@ class Manifest(_Model):
     steps: dict[str, StepRecord]
     files: dict[str, FileRef]
     created_at: str = Field(description="UTC ISO-8601 time the archive was written")
+    revision: int = Field(1, ge=1, description="1 as first archived; one more for each operator decision or re-archiving"
+                                               " (earlier revisions are kept under history/)")
+    decisions: list[Decision] = Field(default_factory=list, description="Operator decisions, oldest first")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from ocr import engine
 from pipeline import archive, capture, classify, verify
+from pipeline.model import ModelRef, choose
 from pipeline.models import Outcome, SourceInfo
 from pipeline.settings import Settings
 from storage import Store
@@ -26,10 +27,10 @@ class StepPlan(BaseModel):
     key: str
 
 
-def plan(source: SourceInfo, settings: Settings, procedure: str | None) -> dict[str, StepPlan]:
+def plan(source: SourceInfo, settings: Settings, procedure: str | None, model: ModelRef | None = None) -> dict[str, StepPlan]:
     capture_key = capture.capture_key(source, settings)
     ocr_key = engine.ocr_key(capture_key, settings)
-    classify_key = classify.classify_key(ocr_key, settings, procedure)
+    classify_key = classify.classify_key(ocr_key, settings, procedure, model)
     return {
         "capture": StepPlan(version=capture.VERSION, key=capture_key),
         "ocr": StepPlan(version=engine.VERSION, key=ocr_key),
@@ -45,6 +46,7 @@ class Admission:
     info: SourceInfo
     steps: dict[str, StepPlan]
     earlier: archive.ArchivedSource | None
+    model: ModelRef | None = None  # the trained classifier the classify step uses with the rules
 
     def duplicate(self, source: str, store: Store, duration_s: float) -> Outcome | None:
         """The outcome of an input already archived with these steps and settings (None if it is not)."""
@@ -61,6 +63,12 @@ def admit(path: Path, settings: Settings, procedure: str | None, store: Store, r
     so a batch that is already archived costs no orchestration at all.
     """
     info = capture.describe_source(path, settings)
-    steps = plan(info, settings, procedure)
+    model = classifier_model(store, settings)
+    steps = plan(info, settings, procedure, model)
     earlier = None if refresh else archive.find_archived(store, info.sha256, steps["verify"].key)
-    return Admission(info=info, steps=steps, earlier=earlier)
+    return Admission(info=info, steps=steps, earlier=earlier, model=model)
+
+
+def classifier_model(store: Store, settings: Settings) -> ModelRef | None:
+    """The trained classifier ``SOHOA_CLASSIFIER`` names in the archive store (None: rules only)."""
+    return choose(store, settings.classifier)

@@ -50,5 +50,10 @@ class Settings(BaseSettings):
     page_timeout_s: float = Field(300.0, gt=0, description="Give up on a page after this many seconds")
     # classify
     title_lines: int = Field(12, ge=1, description="Lines from the top of a page searched for a document title")
+    taxonomy: str | None = Field(None, description="TOML file of document types (default: the packaged taxonomy)")
+    classifier: str = Field("auto", pattern=r"^(auto|rules|\d+)$",
+                            description="auto: the newest trained model in the archive store, with the rules; "
+                                        "rules: rules only; N: model version N")
     # verify
+    catalog: str | None = Field(None, description="TOML file of procedures (default: the packaged catalog)")
     min_page_confidence: float = Field(60.0, ge=0, le=100, description="Pages below this mean OCR confidence get a warning")

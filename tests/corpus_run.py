@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -67,7 +68,9 @@ def run_corpus(folder: Path, workdir: Path) -> list[CorpusRow]:
     settings = Settings(archive=str(workdir / "archive"), work=str(workdir / "work"), page_timeout_s=PAGE_TIMEOUT_S,
                         languages=CORPUS_LANGUAGES)
     open_store(settings.work).ensure_ready()
-    return [run_file(path, settings) for path in sorted(folder.iterdir()) if path.is_file()]
+    files = [path for path in sorted(folder.iterdir()) if path.is_file()]
+    with ThreadPoolExecutor(max_workers=settings.jobs + 1) as pool:  # most files are one page: keep every engine busy
+        return list(pool.map(lambda path: run_file(path, settings), files))
 
 
 def markdown(rows: list[CorpusRow]) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pipeline import classify, identifiers, verify
+from pipeline import classify, identifiers, rules, verify
 from pipeline.catalog import catalog, taxonomy
 from pipeline.keys import step_key
 from pipeline.models import Check, ClassifyResult, Document, OcrPage
 from pipeline.text import fold
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "pipeline" / "data"
 
 
 def page(n: int, text: str) -> OcrPage:
@@ -61,23 +65,64 @@ TỜ KHAI ĐĂNG KÝ KHAI SINH
 Số định danh cá nhân: 022191012345"""
 
 
+def _predict(texts: list[str | None], model=None):
+    """Page predictions for texts in page order (None: a blank page)."""
+    pages = [(n, text or "", text is None) for n, text in enumerate(texts, start=1)]
+    return classify.predict_pages(pages, taxonomy(), 12, model)
+
+
 def test_receipt_listing_other_titles_is_a_receipt():
-    reading = classify.read_page(page(1, RECEIPT), taxonomy(), title_lines=12)
-    assert reading.type == "phieu_tiep_nhan"
+    [reading] = _predict([RECEIPT])
+    assert reading.type == "phieu_tiep_nhan" and reading.starts and "exact title" in reading.evidence
 
 
 def test_split_keeps_continuation_pages_and_starts_at_headers():
-    pages = [page(1, RECEIPT), page(2, FORM), page(3, "Nơi sinh: Quảng Ninh\nTrang 2/2"),
-             page(4, "GIẤY CHỨNG SINH\nHọ tên mẹ"), page(5, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nBẢN KÊ KHAI")]
-    docs = classify.split([classify.read_page(p, taxonomy(), 12) for p in pages])
+    predictions = _predict([RECEIPT, FORM, "Nơi sinh: Quảng Ninh\nTrang 2/2", "GIẤY CHỨNG SINH\nHọ tên mẹ",
+                            "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nBẢN KÊ KHAI"])
+    docs = classify.documents_of(predictions)
     assert [(d.type, d.pages) for d in docs] == [
         ("phieu_tiep_nhan", [1]), ("to_khai_khai_sinh", [2, 3]), ("giay_chung_sinh", [4]), ("khac", [5])]
     assert docs[3].confidence < docs[1].confidence
+    assert "page 2/2" in predictions[2].evidence
+
+
+def test_a_blank_separator_opens_a_new_document_but_not_inside_a_numbered_one():
+    untitled = "Điều 5. Quyền và nghĩa vụ của các bên"
+    predictions = _predict([FORM, None, "Họ tên người cha\nTrang 2/2", None, untitled, untitled])
+    assert [p.type for p in predictions] == [
+        "to_khai_khai_sinh", "blank", "to_khai_khai_sinh", "blank", "khac", "khac"]
+    assert [p.starts for p in predictions] == [True, False, False, False, True, False]
+    docs = classify.documents_of(predictions)
+    assert [d.pages for d in docs] == [[1, 3], [5, 6]]  # blank pages belong to no document
+
+
+@pytest.mark.parametrize("line,mark", [
+    ("Trang 2/2", (2, 2)), ("Trang 2 / 3", (2, 3)), ("trang 1", (1, None)), ("2/3", (2, 3)),
+    ("12/2026", None), ("Trang 3/2", None), ("Ngày 12/03/2026", None),
+])
+def test_page_marks(line, mark):
+    assert rules.page_mark([fold(line.replace("/", " of "))]) == mark
+
+
+def test_continued_marker_keeps_the_page_in_its_document():
+    predictions = _predict([FORM, "TỜ KHAI (tiếp theo)\nPhần II. Thông tin người cha"])
+    assert [p.starts for p in predictions] == [True, False]
 
 
 def test_garbled_title_still_typed_by_fuzzy_match():
-    reading = classify.read_page(page(1, "T0 KHAl ĐĂNG KY KHAl SINH\nHọ tên"), taxonomy(), 12)
+    [reading] = _predict(["T0 KHAl ĐĂNG KY KHAl SINH\nHọ tên"])
     assert reading.type == "to_khai_khai_sinh" and 0.75 < reading.confidence < 0.95
+
+
+@pytest.mark.parametrize("types,expected", [
+    ({"phieu_tiep_nhan", "to_khai_khai_sinh", "giay_chung_sinh", "can_cuoc"}, "1.001193"),
+    ({"to_khai_ket_hon", "xac_nhan_tinh_trang_hon_nhan", "can_cuoc"}, "1.000894"),
+    ({"giay_de_nghi_dang_ky_hkd", "can_cuoc", "hop_dong"}, "1.001612"),
+    ({"to_khai_khai_sinh"}, None),  # a required component missing: no procedure fits
+    ({"can_cuoc", "khac"}, None),
+])
+def test_procedure_is_inferred_from_the_set_of_document_types(types, expected):
+    assert classify.infer_procedure(types, catalog())[0] == expected
 
 
 def _classified(types: list[str], procedure: str | None, **fields) -> ClassifyResult:
@@ -151,3 +196,32 @@ def test_qr_code_is_read_from_a_receipt_page():
     code = synth.build_layout("1.001193", 4, ["phieu_tiep_nhan"])[0].dossier_code
     assert identity.dossier_codes_in_qr(identity.read_qr_codes(page, 200)) == [code]
     assert identity.read_qr_codes(np.full((800, 600), 255, np.uint8), 100) == []
+
+
+def test_a_province_adds_a_type_and_a_procedure_by_editing_data_only(tmp_path, monkeypatch):
+    from pipeline.catalog import _read
+
+    types = tmp_path / "taxonomy.toml"
+    types.write_text(_read("taxonomy.toml", None).decode() + '''
+[[types]]
+code = "giay_phep_ban_le_ruou"
+label = "Giấy phép bán lẻ rượu"
+patterns = ["GIAY PHEP BAN LE RUOU", "DE NGHI CAP GIAY PHEP BAN LE RUOU"]
+''', encoding="utf-8")
+    procedures = tmp_path / "catalog.toml"
+    procedures.write_text(_read("catalog.toml", None).decode() + '''
+[[procedures]]
+code = "2.000633"
+name = "Cấp giấy phép bán lẻ sản phẩm rượu"
+required = ["giay_phep_ban_le_ruou", "can_cuoc"]
+''', encoding="utf-8")
+    monkeypatch.setenv("SOHOA_TAXONOMY", str(types))
+    monkeypatch.setenv("SOHOA_CATALOG", str(procedures))
+    page = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐƠN ĐỀ NGHỊ CẤP GIẤY PHÉP BÁN LẺ RƯỢU\nKính gửi: Phòng Kinh tế"
+    [reading] = classify.predict_pages([(1, page, False)], taxonomy(), 12)
+    assert (reading.type, reading.confidence) == ("giay_phep_ban_le_ruou", 0.95)
+    assert classify.infer_procedure({"giay_phep_ban_le_ruou", "can_cuoc"}, catalog())[0] == "2.000633"
+    from pipeline.settings import Settings
+
+    default = Settings(taxonomy=str(REPO_DATA / "taxonomy.toml"))
+    assert classify.classify_key("ocr-x", Settings(), None) != classify.classify_key("ocr-x", default, None)

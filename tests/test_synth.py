@@ -43,7 +43,7 @@ def _natural_key(name: str):
                       "giay_chung_sinh", "can_cuoc"]),
         ("1.000894", ["phieu_tiep_nhan", "to_khai_ket_hon", "xac_nhan_tinh_trang_hon_nhan",
                       "can_cuoc", "can_cuoc"]),
-        ("1.001612", ["phieu_tiep_nhan", "giay_de_nghi_dang_ky_hkd", "can_cuoc", "hop_dong"]),
+        ("1.001612", ["phieu_tiep_nhan", "giay_de_nghi_dang_ky_hkd", "can_cuoc", "hop_dong", "hop_dong"]),
     ],
 )
 def test_pages_per_procedure(procedure, types):
@@ -56,12 +56,15 @@ def test_pages_per_procedure(procedure, types):
         assert p.expected_words, p
         assert all(w == unicodedata.normalize("NFC", w) for w in p.expected_words)
         assert all(w in p.text for w in p.expected_words), (p.n, p.expected_words)
-    # only the continuation page of the birth declaration does not start a document
+    # continuation pages (the birth declaration's, numbered; the lease's, not) do not start a document
     starts = [p.starts_document for p in truth.pages]
     if procedure == "1.001193":
         assert starts == [True, True, False, True, True]
         assert "Trang 2/2" in truth.pages[2].text
         assert "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM" not in truth.pages[2].text
+    elif procedure == "1.001612":
+        assert starts == [True, True, True, True, False]
+        assert "Trang" not in truth.pages[4].text and "CỘNG HÒA" not in truth.pages[4].text
     else:
         assert all(starts)
     # the receipt names the components and carries the codes

@@ -1,0 +1,119 @@
+"""Operator decisions on archived dossiers: new revisions, every old value kept, races refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline import review
+from pipeline.catalog import taxonomy
+from pipeline.models import Document, Manifest, ManifestPage, SourceInfo, Verification
+from storage import open_store
+
+CODES = taxonomy().codes()
+DOSSIER = "000.00.00.H49-261127-0042"
+
+
+def _manifest() -> Manifest:
+    pages = [ManifestPage(n=n, sha256="s", width=1, height=1, dpi=300, rotation=0, skew=0.0, blank=False,
+                          ocr_confidence=90.0, text=f"page {n}") for n in (1, 2, 3)]
+    documents = [Document(type="phieu_tiep_nhan", confidence=0.95, pages=[1]),
+                 Document(type="khac", confidence=0.5, pages=[2]),
+                 Document(type="giay_chung_sinh", confidence=0.95, pages=[3])]
+    return Manifest(dossier_id=DOSSIER, procedure="1.001193", status="needs_review",
+                    source=SourceInfo(name="x.pdf", sha256="s", size=1, media_type="application/pdf"),
+                    pages=pages, documents=documents, verification=Verification(checks=[]), fields={}, steps={},
+                    files={}, created_at="2026-11-27T08:00:00+00:00")
+
+
+@pytest.fixture(params=["local", "s3"])
+def archive(request, tmp_path):
+    if request.param == "s3":
+        request.getfixturevalue("s3_env")
+        url = request.getfixturevalue("s3_store_url")
+    else:
+        url = str(tmp_path / "archive")
+    store = open_store(url)
+    store.ensure_ready()
+    store.put_bytes(f"dossiers/{DOSSIER}/manifest.json", _manifest().to_json().encode())
+    return store
+
+
+def test_a_correction_and_an_approval_make_a_revision_with_the_previous_values():
+    at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    after = review.decide(_manifest(), by="Lan", codes=CODES, types={2: "to_khai_khai_sinh"}, approve=True, now=at)
+    assert after.revision == 2 and after.status == "passed"
+    corrected, confirmed = after.documents[1], after.documents[0]
+    assert corrected.type == "to_khai_khai_sinh"
+    assert corrected.review.model_dump() == {"decision": "corrected", "by": "Lan", "at": "2026-12-01T09:30:00+00:00",
+                                             "previous_type": "khac"}
+    assert confirmed.review.decision == "confirmed" and confirmed.type == "phieu_tiep_nhan"
+    [decision] = after.decisions
+    assert decision.action == "approve" and decision.by == "Lan"
+    changes = {c.field: (c.before, c.after) for c in decision.changes}
+    assert changes["documents[2].type"] == ("khac", "to_khai_khai_sinh")
+    assert changes["status"] == ("needs_review", "passed")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"types": {9: "khac"}}, "document 9 does not exist"),
+    ({"types": {1: "no_such_type"}}, "not a document type"),
+    ({"approve": True, "reject": "x"}, "approved and rejected"),
+    ({}, "changes nothing"),
+    ({"by": " ", "approve": True}, "operator's name"),
+])
+def test_decisions_that_cannot_apply_are_refused(kwargs, message):
+    with pytest.raises(review.ReviewError, match=message):
+        review.decide(_manifest(), **{"by": "Lan", "codes": CODES, **kwargs})
+
+
+def test_a_rejection_keeps_its_reason():
+    after = review.decide(_manifest(), by="Lan", codes=CODES, reject="bản sao không rõ")
+    assert after.status == "rejected" and after.decisions[-1].reason == "bản sao không rõ"
+
+
+@pytest.mark.parametrize("hostile", ["../x", "a/b", "", "..", ".hidden"])
+def test_dossier_ids_are_never_paths(hostile):
+    with pytest.raises(review.ReviewError):
+        review.dossier_prefix(hostile)
+
+
+def test_recorded_decisions_keep_every_revision_and_refuse_a_race(archive):
+    prefix, before = review.load(archive, DOSSIER)
+    first = review.decide(before, by="Lan", codes=CODES, types={2: "to_khai_khai_sinh"})
+    review.record(archive, prefix, before, first)
+    # a second operator decided on the revision she had loaded, before the first decision landed
+    stale = review.decide(before, by="Minh", codes=CODES, approve=True)
+    with pytest.raises(review.ReviewError, match="meanwhile"):
+        review.record(archive, prefix, before, stale)
+    _, current = review.load(archive, DOSSIER)
+    assert current.revision == 2 and current.decisions[-1].by == "Lan"
+    keys = sorted(info.key.removeprefix(prefix) for info in archive.list(prefix))
+    assert keys[:2] == [f"decisions/0002-{first.decisions[-1].id}.json", "history/manifest-0001.json"]
+    assert "history/manifest-0002.json" in keys and "manifest.json" in keys
+    assert Manifest.model_validate_json(archive.get_bytes(prefix + "history/manifest-0001.json")) == before
+
+
+def test_an_interrupted_decision_is_completed_by_the_next_attempt(archive):
+    prefix, before = review.load(archive, DOSSIER)
+    after = review.decide(before, by="Lan", codes=CODES, approve=True)
+    archive.put_bytes(f"{prefix}history/manifest-0002.json", after.to_json().encode())  # claimed, then the process died
+    again = review.decide(before, by="Lan", codes=CODES, approve=True)
+    with pytest.raises(review.ReviewError):
+        review.record(archive, prefix, before, again)
+    _, current = review.load(archive, DOSSIER)
+    assert current.revision == 2 and current.status == "passed"  # the interrupted one, finished
+
+
+def test_reprocessing_keeps_what_operators_decided():
+    reviewed = review.decide(_manifest(), by="Lan", codes=CODES, types={2: "to_khai_khai_sinh"}, approve=True)
+    machine = _manifest().model_copy(update={"created_at": "2026-12-02T08:00:00+00:00"})  # the machine's new reading
+    kept = review.carry_over(reviewed, machine)
+    assert [d.type for d in kept.documents] == ["phieu_tiep_nhan", "to_khai_khai_sinh", "giay_chung_sinh"]
+    assert [d.review.decision for d in kept.documents] == ["confirmed", "corrected", "confirmed"]
+    assert kept.revision == 3 and kept.decisions == reviewed.decisions
+    split_differently = machine.model_copy(update={"documents": [
+        Document(type="phieu_tiep_nhan", confidence=0.95, pages=[1]), Document(type="khac", confidence=0.5, pages=[2, 3])]})
+    kept = review.carry_over(reviewed, split_differently)
+    assert kept.documents[1].type == "khac" and kept.documents[1].review is None  # other pages: not the same document
