@@ -212,13 +212,10 @@ def steady_state(inputs: list[Path], warmup: Path, root: Path, env: dict[str, st
 
 def _stop(processes: list[subprocess.Popen]) -> None:
     """Stop the worker and the server (Prefect 3.9's worker does not exit on SIGTERM/SIGINT when idle: kill it)."""
+    from flows.embedded import stop_process
+
     for process in reversed(processes):
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 # The same job as the pipeline: pages turned upright, PDF/A-2b output, scanned JPEGs passed through

@@ -108,12 +108,18 @@ class EmbeddedServer:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
         if self.log is not None:
             self.log.unlink(missing_ok=True)
             self.log = None
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate, then kill what is still there after ``timeout`` (Prefect 3.9's worker does not
+    exit on SIGTERM/SIGINT while idle)."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

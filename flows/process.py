@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows import artifacts
+from flows import review as reviewing
 from flows.caching import STEP_KEY
 from flows.result_storage import result_storage_for
 from ocr import engine
@@ -28,10 +33,13 @@ from pipeline.errors import InputRefused
 from pipeline.model import ModelRef
 from pipeline.model import load as load_model
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, OcrResult, Outcome, Refusal, SourceInfo, StepRecord, VerifyResult,
+    ArchiveResult, CaptureResult, ClassifyResult, Intake, OcrResult, Outcome, Refusal, SourceInfo, StepRecord,
+    VerifyResult,
 )
+from pipeline import review, review_queue
 from pipeline.plan import STEPS, StepPlan, admit
 from pipeline.quarantine import failed, quarantine, refuse
+from pipeline.review import ReviewDecision
 from pipeline.settings import Settings
 from storage import Store, open_store
 
@@ -49,7 +57,17 @@ def capture_task(path: str, source: SourceInfo, settings: Settings, key: str) ->
 
 @task(name="ocr", **_PERSISTED)
 def ocr_task(captured: CaptureResult, settings: Settings, key: str) -> OcrResult:
-    return engine.run_ocr(captured, open_store(settings.work), settings, key)
+    with _ocr_slot(settings):
+        return engine.run_ocr(captured, open_store(settings.work), settings, key, on_progress=artifacts.ocr_progress(captured))
+
+
+def _ocr_slot(settings: Settings) -> AbstractContextManager:
+    """A slot of the global OCR limit when one is named (strict: a missing limit is an error, not no limit)."""
+    if not settings.ocr_concurrency:
+        return nullcontext()
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(settings.ocr_concurrency, occupy=1, strict=True)
 
 
 @task(name="classify", **_PERSISTED)
@@ -68,10 +86,10 @@ def verify_task(captured: CaptureResult, ocr: OcrResult, classified: ClassifyRes
 @task(name="archive", cache_policy=NO_CACHE, persist_result=False)
 def archive_task(
     path: str, captured: CaptureResult, ocr: OcrResult, classified: ClassifyResult, verified: VerifyResult,
-    steps: dict[str, StepRecord], settings: Settings,
+    steps: dict[str, StepRecord], settings: Settings, intake: Intake | None = None,
 ) -> ArchiveResult:
     return archiving.archive(Path(path), captured, ocr, classified, verified, steps,
-                             open_store(settings.work), open_store(settings.archive))
+                             open_store(settings.work), open_store(settings.archive), intake=intake)
 
 
 class _Runner:
@@ -103,16 +121,22 @@ class _Runner:
 @flow(name="process-dossier", log_prints=False)
 def process_dossier(
     source: str, archive: str | None = None, procedure: str | None = None, refresh: list[str] | None = None,
+    decision: ReviewDecision | None = None, review_timeout_s: int | None = None,
 ) -> Outcome:
     """Capture, OCR, classify, verify and archive one dossier (a file or a folder of pages).
+
+    A dossier that needs review is archived as such, queued, and the run suspends with a review
+    form (resume it from the UI); a review not answered in time leaves it in the review queue.
 
     Args:
         source: Local path of the dossier: a PDF, multi-page TIFF, JPEG/PNG, or a folder of pages.
         archive: Archive store URL (directory, file://, or s3://bucket/prefix); default from SOHOA_ARCHIVE.
         procedure: Procedure code (e.g. 1.001193) when the caller knows it; otherwise read from the receipt.
         refresh: Steps to recompute even when a cached result exists (capture, ocr, classify, verify).
+        decision: An operator's decision to apply without asking (a dossier waiting in the review queue).
+        review_timeout_s: Seconds the review form waits before the dossier waits in the queue only (SOHOA_REVIEW_TIMEOUT_S).
     """
-    return process_one(source, archive, procedure, refresh)
+    return process_one(source, archive, procedure, refresh, decision=decision, review_timeout_s=review_timeout_s)
 
 
 @task(name="dossier", cache_policy=NO_CACHE, persist_result=False, task_run_name="dossier {source}")
@@ -147,7 +171,30 @@ def process_batch(
         if sha256:
             first_of.setdefault(sha256, future)
         futures.append(future)
-    return [_outcome_of(source, future) for source, future in zip(sources, futures)]
+    outcomes = [_outcome_of(source, future) for source, future in zip(sources, futures)]
+    _ask_reviews(outcomes, archive, procedure)
+    return outcomes
+
+
+REVIEW_DEPLOYMENT = "process-dossier/process-dossier"
+
+
+def _ask_reviews(outcomes: list[Outcome], archive: str | None, procedure: str | None) -> None:
+    """A task cannot suspend: in a deployment run, each dossier of the batch that needs review gets a
+    ``process-dossier`` run of its own, which finds its steps cached and waits for the form."""
+    if not reviewing.can_suspend():
+        return
+    from prefect.deployments import run_deployment
+
+    for outcome in outcomes:
+        if outcome.status != "needs_review":
+            continue
+        try:
+            run = run_deployment(REVIEW_DEPLOYMENT, parameters={"source": outcome.input, "archive": archive, "procedure": procedure},
+                                 timeout=0, as_subflow=False)
+            get_run_logger().info("%s needs review: flow run %s waits for the form", outcome.dossier_id, run.name)
+        except Exception as exc:  # no such deployment: the dossier stays in the review queue
+            get_run_logger().warning("%s needs review and stays queued: %s", outcome.dossier_id, exc)
 
 
 def _content_hash(source: str, settings: Settings) -> str | None:
@@ -166,8 +213,13 @@ def _outcome_of(source: str, future: Any) -> Outcome:
     return failed(source, error, code=getattr(error, "code", "processing_failed"))
 
 
-def process_one(source: str, archive: str | None, procedure: str | None, refresh: list[str] | None) -> Outcome:
-    """One dossier from input to archive (or quarantine); raises after quarantining on failure."""
+def process_one(source: str, archive: str | None, procedure: str | None, refresh: list[str] | None,
+                decision: ReviewDecision | None = None, review_timeout_s: int | None = None,
+                on_archived: Callable[[ArchiveResult], None] | None = None, intake: Intake | None = None) -> Outcome:
+    """One dossier from input to archive (or quarantine), then its review; raises after quarantining on failure.
+
+    ``on_archived`` runs once the archive is written and verified, before any review (an inbox
+    moves its input out then)."""
     started = time.perf_counter()
     settings = Settings(**({"archive": archive} if archive else {}))
     unknown = set(refresh or []) - set(STEPS)
@@ -181,21 +233,29 @@ def process_one(source: str, archive: str | None, procedure: str | None, refresh
         admission = admit(path, settings, procedure, archive_store, refresh=bool(refresh))
         info = admission.info
         duplicate = admission.duplicate(source, archive_store, _since(started))
-        if duplicate:
+        pending = duplicate is not None and _review_pending(duplicate, decision, archive_store)
+        if duplicate and not pending:
             log.info("%s is already archived as %s with these settings: not processed again", path.name, duplicate.dossier_id)
             return duplicate
         runner = _Runner(settings, _from_first(refresh or []), admission.steps)
         if runner.will_compute("ocr"):
             engine.warm_up(settings)  # the engines load while the dossier is captured
-        archived = _run_steps(path, info, settings, procedure, runner, admission.model)
+        archived = _archived(archive_store, admission.earlier) if pending and admission.earlier else None
+        done = _run_steps(path, info, settings, procedure, runner, admission.model, archived, intake)
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
         return refuse(archive_store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))
     except Exception as exc:
         _quarantine_failure(archive_store, path, exc, info)
         raise
+    archived = done.archived
+    log.info("%s is %s as %s", path.name, archived.manifest.status, archived.dossier_id)
+    if on_archived is not None:
+        on_archived(archived)
+    artifacts.publish(archived.manifest, done.captured, open_store(settings.work), settings)
+    if decision is not None or archived.manifest.status == "needs_review":
+        archived = _review(done, source, procedure, settings, decision, review_timeout_s or settings.review_timeout_s)
     manifest = archived.manifest
-    log.info("archived %s as %s (%s)", path.name, archived.dossier_id, manifest.status)
     return Outcome(
         input=source, status=manifest.status, dossier_id=archived.dossier_id, manifest=archived.manifest_url,
         pages=len(manifest.pages), documents=[d.type for d in manifest.documents],
@@ -203,9 +263,54 @@ def process_one(source: str, archive: str | None, procedure: str | None, refresh
     )
 
 
+@dataclass
+class _Done:
+    archived: ArchiveResult
+    captured: CaptureResult
+    ocr: OcrResult
+    classified: ClassifyResult
+
+
+def _review_pending(duplicate: Outcome, decision: ReviewDecision | None, store: Store) -> bool:
+    """An archived dossier still waiting for a person: a decision to apply, or a form to show (deployment
+    runs). The same input dropped again while its form waits in the UI is a duplicate, not a second form."""
+    if decision is not None:
+        return True
+    if not reviewing.can_suspend() or duplicate.dossier_id is None:
+        return False
+    queued = review_queue.get(store, duplicate.dossier_id)
+    if queued is None:
+        return False
+    # this run's own form (resumed), or no form waits in the UI for it (a batch handed it over, or it expired)
+    return queued.flow_run_id == reviewing.flow_run_id() or queued.state() != "in the Prefect UI"
+
+
+def _review(done: _Done, source: str, procedure: str | None, settings: Settings, decision: ReviewDecision | None,
+            timeout_s: int) -> ArchiveResult:
+    """Queue the dossier; ask in the UI when the run can suspend; apply the decision once there is one."""
+    archived = done.archived
+    if decision is None:
+        suspending = reviewing.can_suspend()
+        reviewing.queue(archived, source, procedure, settings, timeout_s, suspending)
+        if not suspending:
+            get_run_logger().info("%s needs review: queued (sohoa reviews; sohoa review %s ...)", archived.dossier_id,
+                                  archived.dossier_id)
+            return archived
+        decision = reviewing.ask(archived, done.captured, settings, timeout_s)  # suspends; returns on resume
+    return reviewing.apply(archived, decision, done.captured, done.ocr, done.classified, settings)
+
+
+def _archived(store: Store, earlier: archiving.ArchivedSource) -> ArchiveResult:
+    """The archive as it stands (a dossier waiting for review is not archived again: it has its decisions)."""
+    prefix, manifest = review.load(store, earlier.dossier_id)
+    return ArchiveResult(dossier_id=earlier.dossier_id, prefix=prefix, manifest_url=store.url_for(earlier.manifest_key),
+                         manifest=manifest)
+
+
 def _run_steps(path: Path, info: SourceInfo, settings: Settings, procedure: str | None, run: _Runner,
-               model: ModelRef | None) -> ArchiveResult:
-    """The five steps in order; a capture Refusal becomes InputRefused for the caller to quarantine."""
+               model: ModelRef | None, archived: ArchiveResult | None = None, intake: Intake | None = None) -> _Done:
+    """The five steps in order (the archive step only when there is no ``archived`` result yet); a
+    capture Refusal becomes InputRefused for the caller to quarantine."""
     captured = run(capture_task, str(path), info, settings)
     if isinstance(captured, Refusal):
         raise InputRefused(captured.code, captured.message)
@@ -213,7 +318,9 @@ def _run_steps(path: Path, info: SourceInfo, settings: Settings, procedure: str 
     ocr = run(ocr_task, captured, settings)
     classified = run(classify_task, ocr, captured, settings, procedure=procedure, model=model)
     verified = run(verify_task, captured, ocr, classified, settings)
-    return archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps, settings)
+    archived = archived or archive_task(str(path), *(quote(r) for r in (captured, ocr, classified, verified)), run.steps,
+                                        settings, intake)
+    return _Done(archived=archived, captured=captured, ocr=ocr, classified=classified)
 
 
 def _from_first(refresh: list[str]) -> set[str]:

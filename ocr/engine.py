@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,8 +167,11 @@ def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) 
     return (turned if turned.confidence > first.confidence else first), 2
 
 
-def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) -> OcrResult:
-    """OCR all pages of a captured dossier and assemble its searchable PDF in the work store."""
+def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str,
+            on_progress: Callable[[int, int], None] | None = None) -> OcrResult:
+    """OCR all pages of a captured dossier and assemble its searchable PDF in the work store.
+
+    ``on_progress(done, total)`` is called after each page, from the calling thread."""
     engine_version = check_engine(settings)
     total = len(capture.pages)
     with tempfile.TemporaryDirectory(prefix="sohoa-ocr-") as tmp:
@@ -199,6 +203,8 @@ def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str) 
                 log.info("OCR %s: %d/%d pages (page %d: %d words, confidence %.1f%s)", capture.source.name, count, total, result[0].n,
                          result[0].word_count, result[0].confidence,
                          f", turned {result[0].orientation}" if result[0].orientation else "")
+                if on_progress is not None:
+                    on_progress(count, total)
         ordered = [done[page.n] for page in capture.pages]
         pdf_path = workdir / "searchable.pdf"
         searchable.assemble([plan for _, plan, _ in ordered], pdf_path, title=capture.source.name)

@@ -21,7 +21,7 @@ from ocr import pdf as searchable
 from pipeline.capture import EXTENSIONS, sniff_media_type
 from pipeline.keys import sha256_bytes, sha256_file, step_key
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, FileRef, Manifest, ManifestPage, OcrResult, StepRecord,
+    ArchiveResult, CaptureResult, ClassifyResult, Document, FileRef, Intake, Manifest, ManifestPage, OcrResult, StepRecord,
     VerifyResult,
 )
 from storage import ObjectNotFound, Store, StorageError, materialize
@@ -91,7 +91,7 @@ def put_verified(store: Store, key: str, path: Path, content_type: str) -> FileR
 
 def archive(
     source: Path, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, verified: VerifyResult,
-    steps: dict[str, StepRecord], work: Store, store: Store,
+    steps: dict[str, StepRecord], work: Store, store: Store, intake: Intake | None = None,
 ) -> ArchiveResult:
     started = time.perf_counter()
     ident = dossier_id(capture, classified)
@@ -109,26 +109,41 @@ def archive(
             files["original"] = put_verified(store, f"{prefix}original{ext}", source, capture.source.media_type)
         pdf = materialize(work, ocr.searchable_pdf_key, workdir / "searchable.pdf")
         files["searchable_pdf"] = put_verified(store, f"{prefix}{ident}.pdf", pdf, "application/pdf")
-        documents = []
-        for index, document in enumerate(classified.documents, start=1):
-            part = workdir / f"document-{index}.pdf"
-            searchable.extract_pages(pdf, document.pages, part, title=f"{ident} {document.type}")
-            ref = put_verified(store, f"{prefix}documents/{index:02d}-{document.type}.pdf", part, "application/pdf")
-            files[f"document_{index:02d}"] = ref
-            documents.append(document.model_copy(update={"file": ref.key}))
+        documents = write_documents(store, prefix, ident, pdf, classified.documents, files, workdir)
         words = materialize(work, ocr.words_key, workdir / "words.json")
         files["ocr_words"] = put_verified(store, f"{prefix}words.json", words, "application/json")
     steps = {**steps, "archive": StepRecord(
         version=VERSION, cache_key=archive_key(verified, store), cached=False,
         duration_s=round(time.perf_counter() - started, 3))}
     manifest = build_manifest(ident, capture, ocr, classified.model_copy(update={"documents": documents}), verified,
-                              steps, files)
+                              steps, files).model_copy(update={"intake": intake})
     manifest = _keep_previous(store, prefix, manifest)
     data = manifest.to_json().encode()
     store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
     record = ArchivedSource(dossier_id=ident, manifest_key=prefix + MANIFEST, verify_key=verified.key)
     store.put_bytes(source_index_key(capture.source.sha256), record.model_dump_json().encode(), content_type="application/json")
     return ArchiveResult(dossier_id=ident, prefix=prefix, manifest_url=store.url_for(prefix + MANIFEST), manifest=manifest)
+
+
+def write_documents(store: Store, prefix: str, ident: str, pdf: Path, documents: list[Document], files: dict[str, FileRef],
+                    workdir: Path, revision: int | None = None) -> list[Document]:
+    """A searchable PDF of each document without one (its pages of the dossier's PDF), written and read back.
+
+    ``files`` gains their references. After a review re-split the documents (``revision``), their
+    files get new names, so that the files of earlier revisions stay as those revisions list them.
+    """
+    out = []
+    for index, document in enumerate(documents, start=1):
+        if document.file is not None:
+            out.append(document)
+            continue
+        part = workdir / f"document-{index}.pdf"
+        searchable.extract_pages(pdf, document.pages, part, title=f"{ident} {document.type}")
+        name = f"r{revision:04d}-{index:02d}-{document.type}.pdf" if revision else f"{index:02d}-{document.type}.pdf"
+        ref = put_verified(store, f"{prefix}documents/{name}", part, "application/pdf")
+        files[f"document_{index:02d}"] = ref
+        out.append(document.model_copy(update={"file": ref.key}))
+    return out
 
 
 def _keep_previous(store: Store, prefix: str, manifest: Manifest) -> Manifest:

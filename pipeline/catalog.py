@@ -14,7 +14,11 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
+
+from pipeline.fields import FieldSpec
 
 from pipeline.keys import sha256_bytes
 
@@ -24,6 +28,7 @@ class DocType(BaseModel):
     label: str
     patterns: list[str] = Field(default_factory=list)
     priority: int = 0
+    fields: dict[str, FieldSpec] = Field(default_factory=dict, description="Labelled values printed on the document")
 
     def compiled(self) -> list[re.Pattern[str]]:
         return _compile(tuple(self.patterns))
@@ -37,12 +42,29 @@ class Taxonomy(BaseModel):
     def codes(self) -> set[str]:
         return {t.code for t in self.types}
 
+    def get(self, code: str) -> DocType:
+        """The type with this code; KeyError if the taxonomy has none."""
+        for doc_type in self.types:
+            if doc_type.code == code:
+                return doc_type
+        raise KeyError(code)
+
+
+class Conditional(BaseModel):
+    type: str
+    when: Literal["proxy"] = Field(description="proxy: the person who handed the dossier in is not the applicant")
+
 
 class Procedure(BaseModel):
     code: str
     name: str
     required: list[str]
     optional: list[str] = Field(default_factory=list)
+    conditional: list[Conditional] = Field(default_factory=list, description="Required only in some cases")
+    counts: dict[str, int] = Field(default_factory=dict, description="Copies usually handed in (two ID cards to marry)")
+
+    def known(self) -> set[str]:
+        return {*self.required, *self.optional, *(c.type for c in self.conditional)}
 
 
 class Catalog(BaseModel):

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ocr import imaging
+from pipeline import fields as labelled
 from pipeline import identifiers, identity, rules
 from pipeline.catalog import Catalog, Taxonomy, catalog, taxonomy
 from pipeline.keys import step_key
@@ -27,7 +28,8 @@ from pipeline.models import CaptureResult, ClassifyResult, Document, OcrResult, 
 from pipeline.settings import Settings
 from storage import Store
 
-VERSION = "3"  # 2: dossier code from the receipt QR code; 3: rules + trained model, page marks, blank separators
+VERSION = "4"  # 2: dossier code from the receipt QR code; 3: rules + trained model, page marks, blank separators;
+# 4: labelled fields per document type
 BLANK = "blank"
 UNKNOWN = "khac"
 HEADER_ONLY_CONFIDENCE = 0.5
@@ -90,8 +92,10 @@ def predict_pages(pages: list[tuple[int, str, bool]], tax: Taxonomy, title_lines
         else:
             doc_type, confidence, evidence = _continuation_type(reading, previous, opening)
         title = reading.rules.title.line if reading.rules.title else None
+        mark = reading.rules.mark
         previous = PagePrediction(n=n, type=doc_type, confidence=round(confidence, 3), starts=starts,
-                                  evidence=why + evidence, title=title)
+                                  evidence=why + evidence, title=title,
+                                  mark=f"{mark[0]}/{mark[1] or '?'}" if mark else None)
         out.append(previous)
         after_blank = False
     return out
@@ -181,7 +185,7 @@ def infer_procedure(types: set[str], cat: Catalog) -> tuple[str | None, dict[str
         required = set(procedure.required)
         if not required or not required <= types:
             continue
-        known = required | set(procedure.optional)
+        known = procedure.known()
         scores[code] = round(len(specific & known) / len(specific | required), 3)
     if not scores:
         return None, scores
@@ -191,9 +195,19 @@ def infer_procedure(types: set[str], cat: Catalog) -> tuple[str | None, dict[str
     return max(scores, key=scores.__getitem__), scores
 
 
-def _document_fields(document: Document, texts: dict[int, str]) -> None:
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return value if isinstance(value, list) else [value] if isinstance(value, str) else []
+
+
+def _document_fields(document: Document, texts: dict[int, str], tax: Taxonomy) -> None:
+    """The labelled values its type declares (pipeline/fields.py), and every ID number in it."""
     text = "\n".join(texts[n] for n in document.pages)
+    specs = next((t.fields for t in tax.types if t.code == document.type), {})
+    document.fields.update(labelled.extract(text, specs))
     numbers = identifiers.find_twelve_digit_numbers(text)
+    labelled_numbers = [v for name, spec in specs.items() if spec.kind == "cccd"
+                        for v in _as_list(document.fields.get(name))]
+    numbers += [n for n in labelled_numbers if n not in numbers]  # a misread one is invalid, not missing
     valid = [n for n in numbers if identifiers.cccd_problem(n) is None]
     if valid:
         document.fields["cccd"] = valid
@@ -212,7 +226,7 @@ def classify(
     predictions = predict_pages([(p.n, p.text, p.n in blank) for p in ocr.pages], tax, settings.title_lines, model)
     documents = documents_of(predictions)
     for document in documents:
-        _document_fields(document, texts)
+        _document_fields(document, texts, tax)
     qr_codes = _receipt_qr_codes(documents, capture, store) if store is not None else []
     fields = _dossier_fields(documents, texts, qr_codes)
     inferred, scores = infer_procedure({d.type for d in documents}, catalog(settings.catalog))
@@ -229,6 +243,29 @@ def classify(
         chosen, source = None, "none"
     return ClassifyResult(key=key, documents=documents, procedure=chosen, procedure_source=source, fields=fields,
                           pages=predictions, classifier=model_ref.key if model_ref else "rules")
+
+
+def with_documents(classified: ClassifyResult, documents: list[Document], procedure: str | None, ocr: OcrResult,
+                   settings: Settings) -> ClassifyResult:
+    """The classification with the documents an operator set (types, boundaries): their fields read
+    anew from the pages, the dossier's ID numbers and inferred procedure recomputed."""
+    tax = taxonomy(settings.taxonomy)
+    texts = {page.n: page.text for page in ocr.pages}
+    documents = [d.model_copy(update={"fields": {}}) for d in documents]
+    for document in documents:
+        _document_fields(document, texts, tax)
+    fields = {k: v for k, v in classified.fields.items() if k not in ("cccd", "cccd_invalid", "inferred_procedure")}
+    fields["cccd"] = list(dict.fromkeys(n for d in documents for n in d.fields.get("cccd", [])))
+    invalid = list(dict.fromkeys(n for d in documents for n in d.fields.get("cccd_invalid", [])))
+    if invalid:
+        fields["cccd_invalid"] = invalid
+    inferred, _ = infer_procedure({d.type for d in documents}, catalog(settings.catalog))
+    if inferred:
+        fields["inferred_procedure"] = inferred
+    chosen = procedure or classified.procedure
+    source = "operator" if procedure and procedure != classified.procedure else classified.procedure_source
+    return classified.model_copy(update={"documents": documents, "fields": fields, "procedure": chosen,
+                                         "procedure_source": source})
 
 
 def _receipt_pages(documents: list[Document]) -> list[int]:

@@ -69,6 +69,26 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--approve", action="store_true", help="confirm every other document's type and pass the dossier")
     review.add_argument("--reject", metavar="REASON", help="reject the dossier with this reason")
     review.add_argument("--procedure", help="set the procedure code")
+    reviews = commands.add_parser("reviews", help="list the dossiers waiting for a person (the review queue)")
+    reviews.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    reviews.add_argument("--json", action="store_true", help="one JSON object per queued dossier")
+    watch = commands.add_parser("watch", help="watch an inbox: one process-drop flow run per dropped dossier "
+                                              "(needs a Prefect server with the deployments: PREFECT_API_URL)")
+    watch.add_argument("inbox", help="inbox store URL (s3://bucket/prefix or a directory); one top-level prefix per station")
+    watch.add_argument("--archive", help="archive store URL for the dossiers (default: SOHOA_ARCHIVE in the worker)")
+    watch.add_argument("--procedure", help="procedure code for every drop")
+    watch.add_argument("--poll", type=float, default=10.0, metavar="SECONDS", help="seconds between listings (default 10)")
+    watch.add_argument("--scans", type=int, metavar="N", help="stop after N listings (default: watch until interrupted)")
+    watch.add_argument("--status", action="store_true", help="print the watcher's health and the inbox's state as JSON, "
+                                                           "exit 1 if the last scan is older than 3 poll intervals")
+    report = commands.add_parser("report", help="the digitization report: per agency, station, procedure and period")
+    report.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    report.add_argument("--inbox", help="inbox store URL: counts its duplicates and refusals too")
+    report.add_argument("--period", choices=["day", "month", "year"], default="month")
+    report.add_argument("--since", metavar="YYYY-MM-DD")
+    report.add_argument("--until", metavar="YYYY-MM-DD")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--save", action="store_true", help="also write reports/digitization-*.csv/json to the archive store")
     return parser
 
 
@@ -96,9 +116,13 @@ def _progress_to_stderr() -> None:
     logging.getLogger("sohoa").setLevel(logging.INFO)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _prefect_defaults() -> None:
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _prefect_defaults()
     if args.quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     else:
@@ -188,8 +212,9 @@ def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outco
         return None, sha256
 
 
-def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
-    """Process the admitted inputs: one flow run for one input, one batch run (dossiers in parallel) for several."""
+def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decision: Any = None) -> dict[str, Outcome]:
+    """Process the admitted inputs: one flow run for one input (with an operator's ``decision`` to
+    apply, if any), one batch run (dossiers in parallel) for several."""
     from flows.embedded import EmbeddedServer, configured_api_url
     from pipeline.quarantine import failed
 
@@ -207,11 +232,11 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any) -> dic
             message = f"cannot reach Prefect or the work store: {str(exc).splitlines()[0]}"
             print(f"sohoa: {message}", file=sys.stderr)
             return {item: failed(item, exc, message) for item in items}
-        params = dict(archive=settings.archive, procedure=args.procedure, refresh=args.refresh or None)
+        params = dict(archive=settings.archive, procedure=args.procedure, refresh=getattr(args, "refresh", None) or None)
         with _without_heartbeats(server is not None):
             try:
                 if len(items) == 1:
-                    return {items[0]: process_dossier(source=items[0], **params)}
+                    return {items[0]: process_dossier(source=items[0], **params, decision=decision)}
                 batch = process_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.jobs + 1))
                 return dict(zip(items, batch(sources=items, **params)))
             except KeyboardInterrupt:
@@ -315,9 +340,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return ExitCode.ok
 
 
+def cmd_reviews(args: argparse.Namespace) -> int:
+    from pipeline import review_queue
+
+    try:
+        _, archive, _ = _stores(args)
+    except ValueError as exc:
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    entries = review_queue.pending(archive)
+    for entry in entries:
+        if args.json:
+            print(json.dumps({**entry.model_dump(), "state": entry.state()}, ensure_ascii=False))
+            continue
+        print(f"{entry.dossier_id}  {entry.state()}  since {entry.queued_at}  {entry.source}")
+        for check in entry.failed_checks:
+            print(f"    {check}")
+    if not args.json:
+        print(f"{len(entries)} dossier(s) waiting for review; decide with: sohoa review DOSSIER_ID --approve | --reject REASON"
+              " [--type N=TYPE]", file=sys.stderr)
+    return ExitCode.ok
+
+
 def cmd_review(args: argparse.Namespace) -> int:
-    from pipeline import review
-    from pipeline.catalog import taxonomy
+    """Decide on an archived dossier. Approving or rejecting a queued dossier runs its flow with the
+    decision (steps cached): the documents are verified again as the operator set them, as when
+    the review is answered in the Prefect UI. Other decisions are recorded on the manifest as it stands."""
+    from pipeline import review, review_queue
+    from pipeline.catalog import catalog, taxonomy
 
     try:
         types = {int(number): code for number, _, code in (t.partition("=") for t in args.type)}
@@ -327,16 +377,127 @@ def cmd_review(args: argparse.Namespace) -> int:
     try:
         settings, archive, _ = _stores(args)
         prefix, before = review.load(archive, args.dossier)
-        after = review.decide(before, by=args.by, codes=taxonomy(settings.taxonomy).codes(), types=types,
+        codes = taxonomy(settings.taxonomy).codes()
+        queued = review_queue.get(archive, before.dossier_id)
+        if (args.approve or args.reject) and queued:
+            decision = review.whole_decision(before, by=args.by, codes=codes, types=types, reject=args.reject,
+                                             procedure=args.procedure, procedures=set(catalog(settings.catalog).procedures))
+            return _review_by_flow(queued, before, decision, args, settings, archive)
+        after = review.decide(before, by=args.by, codes=codes, types=types,
                               approve=args.approve, reject=args.reject, procedure=args.procedure)
         key = review.record(archive, prefix, before, after)
+        if after.status != "needs_review":
+            review_queue.remove(archive, after.dossier_id)
     except ValueError as exc:  # ReviewError, configuration
         print(f"sohoa: {exc}", file=sys.stderr)
         return ExitCode.usage
-    decision = after.decisions[-1]
-    print(json.dumps({"dossier_id": after.dossier_id, "revision": after.revision, "status": after.status,
-                      "decision": decision.model_dump(), "manifest": archive.url_for(key)}, ensure_ascii=False))
+    _print_decision(after, archive.url_for(key))
     return ExitCode.ok
+
+
+def _review_by_flow(queued: Any, manifest: Any, decision: Any, args: argparse.Namespace, settings: Any,
+                    archive: Any) -> int:
+    """Run the dossier's flow with the decision: from its input if still at hand, else from the archived
+    original (same bytes, so the same cached steps)."""
+    import tempfile
+
+    from pipeline import review
+    from pipeline.reprocess import original
+
+    args.procedure = args.procedure or queued.procedure
+    _prefect_defaults()
+    with tempfile.TemporaryDirectory(prefix="sohoa-review-") as tmp:
+        source = queued.source if Path(queued.source).exists() else str(original(archive, manifest, Path(tmp)))
+        outcome = _run_flows([source], args, settings, decision=decision)[source]
+    if outcome.status == "failed":
+        print(f"sohoa: {outcome.reason.message if outcome.reason else 'the decision could not be applied'}", file=sys.stderr)
+        return ExitCode.failed
+    prefix, after = review.load(archive, queued.dossier_id)
+    _print_decision(after, archive.url_for(prefix + "manifest.json"))
+    return ExitCode.ok
+
+
+def _print_decision(after: Any, manifest_url: str) -> None:
+    print(json.dumps({"dossier_id": after.dossier_id, "revision": after.revision, "status": after.status,
+                      "decision": after.decisions[-1].model_dump(), "manifest": manifest_url}, ensure_ascii=False))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Watch an inbox from this process (a kill loses nothing: the next start lists again)."""
+    from datetime import UTC, datetime
+
+    from pipeline import inbox
+    from storage import StorageError, open_store
+
+    try:
+        store = open_store(args.inbox)
+        store.ensure_ready()
+        if args.status:
+            state = inbox.status(store)
+            print(json.dumps(state, ensure_ascii=False))
+            beat = state["heartbeat"]
+            age = (datetime.now(UTC) - datetime.fromisoformat(beat["at"])).total_seconds() if beat and beat["at"] else None
+            return ExitCode.ok if age is not None and age <= 3 * args.poll else 1
+    except (StorageError, ValueError) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    from flows.embedded import configured_api_url
+
+    if not configured_api_url():
+        print("sohoa: watch starts runs of the process-drop deployment: set PREFECT_API_URL to the Prefect server",
+              file=sys.stderr)
+        return ExitCode.usage
+    import logging
+
+    from flows.inbox import submit
+
+    log = logging.getLogger("sohoa.watch")  # its own handler: importing Prefect configures logging its way
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("watching %s every %.0f s", store.url, args.poll)
+    try:
+        heartbeat = inbox.watch(store, submit(args.inbox, args.archive, args.procedure), poll_s=args.poll,
+                                max_scans=args.scans, log=log)
+    except KeyboardInterrupt:
+        return ExitCode.interrupted
+    print(heartbeat.model_dump_json())
+    return ExitCode.ok
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline import report
+    from storage import StorageError, open_store
+
+    try:
+        _, archive, _ = _stores(args)
+        inbox = open_store(args.inbox) if args.inbox else None
+        rows = report.build(archive, inbox, args.period, args.since, args.until)
+        saved = report.save(archive, rows, args.period) if args.save else None
+    except (StorageError, ValueError) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    if args.format == "csv":
+        print(report.to_csv(rows), end="")
+    elif args.format == "json":
+        print(json.dumps([r.model_dump() for r in rows], ensure_ascii=False, indent=2))
+    else:
+        print(_table([*rows, report.totals(rows)]))
+    if saved:
+        print(f"saved {archive.url_for(saved[0])} and {archive.url_for(saved[1])}", file=sys.stderr)
+    return ExitCode.ok
+
+
+def _table(rows: list[Any]) -> str:
+    names = ["agency", "station", "procedure", "period", "received", "archived", "passed", "needs_review", "rejected",
+             "pages", "median_drop_to_archive_s", "duplicates", "refused", "failed"]
+    heads = [n.replace("median_drop_to_archive_s", "median_s") for n in names]
+    cells = [[("" if getattr(r, n) is None else str(getattr(r, n))) for n in names] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
+    return "\n".join([line(heads), *(line(c) for c in cells)])
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -349,7 +510,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "synth": cmd_synth, "schema": cmd_schema, "eval": cmd_eval, "train": cmd_train,
-                "review": cmd_review}
+                "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report}
     return int(handlers[args.command](args))
 
 

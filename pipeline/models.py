@@ -120,13 +120,14 @@ class PagePrediction(_Model):
     starts: bool = Field(description="The page opens a new document")
     evidence: list[str] = Field(default_factory=list, description="e.g. title, header, page 2/3, after blank, model 0.97")
     title: str | None = None
+    mark: str | None = Field(None, description="The page number printed on it, 'k/n' ('k/?' without a total)")
 
 
 class ClassifyResult(_Model):
     key: str
     documents: list[Document]
     procedure: str | None
-    procedure_source: Literal["receipt", "caller", "inferred", "none"]
+    procedure_source: Literal["receipt", "caller", "inferred", "operator", "none"]
     fields: dict[str, str | list[str]] = Field(default_factory=dict)
     pages: list[PagePrediction] = Field(default_factory=list)
     classifier: str = Field("rules", description="'rules', or the trained model used with them (models/classifier/vNNNNN)")
@@ -136,8 +137,9 @@ class Check(_Model):
     id: str
     ok: bool
     severity: Severity
-    message: str
-    values: dict[str, str | int | float | list[str] | None] = Field(default_factory=dict)
+    message: str = Field(description="What was found, in English")
+    message_vi: str = Field("", description="The same in Vietnamese, for the counter's staff")
+    values: dict[str, str | int | float | list[str] | None] = Field(default_factory=dict, description="The values compared")
 
 
 class Verification(_Model):
@@ -197,6 +199,14 @@ class Decision(_Model):
     changes: list[Change] = Field(default_factory=list)
 
 
+class Intake(_Model):
+    """Where a dossier came in, when it came from a watched inbox (for the digitization report)."""
+
+    station: str = Field(description="The scanning station: the inbox prefix it dropped the dossier into")
+    key: str = Field(description="The dropped object's key (a folder's marker for a multi-file dossier)")
+    dropped_at: str | None = Field(None, description="UTC ISO-8601 time the inbox stored the object")
+
+
 class Manifest(_Model):
     """The archive's record of one dossier; written last, so its presence marks a complete archive."""
 
@@ -215,6 +225,7 @@ class Manifest(_Model):
     revision: int = Field(1, ge=1, description="1 as first archived; one more for each operator decision or re-archiving"
                                                " (earlier revisions are kept under history/)")
     decisions: list[Decision] = Field(default_factory=list, description="Operator decisions, oldest first")
+    intake: Intake | None = Field(None, description="The inbox drop it came from (None: given directly)")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -12,13 +12,21 @@ learns from.
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
 
 from pipeline.archive import MANIFEST
 from pipeline.keys import sha256_bytes
-from pipeline.models import Change, Decision, DocumentReview, Manifest
-from storage import ObjectExists, ObjectNotFound, Store
+from pipeline.models import (
+    CaptureResult, Change, ClassifyResult, Decision, Document, DocumentReview, Manifest, OcrResult, Verification,
+)
+from pipeline.settings import Settings
+from storage import ObjectExists, ObjectNotFound, Store, materialize, open_store
 
 _DOSSIER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
 
@@ -80,11 +88,108 @@ def decide(manifest: Manifest, *, by: str, codes: set[str], types: dict[int, str
     if not changes:
         raise ReviewError("the decision changes nothing")
     action = "reject" if reject else "approve" if approve else "correct" if types else "set_procedure"
-    decision = Decision(id=uuid.uuid4().hex[:12], by=by, at=at, action=action, reason=reject, changes=changes)
-    return manifest.model_copy(update={
-        "documents": documents, "status": status, "procedure": procedure or manifest.procedure,
-        "revision": manifest.revision + 1, "decisions": [*manifest.decisions, decision],
-    })
+    return _revision(manifest, Decision(id=uuid.uuid4().hex[:12], by=by, at=at, action=action, reason=reject, changes=changes),
+                     documents=documents, status=status, procedure=procedure or manifest.procedure)
+
+
+def _revision(manifest: Manifest, decision: Decision, **update) -> Manifest:
+    return manifest.model_copy(update={**update, "revision": manifest.revision + 1,
+                                       "decisions": [*manifest.decisions, decision]})
+
+
+class DocumentChoice(BaseModel):
+    pages: list[int] = Field(description="The dossier's page numbers of the document, in order")
+    type: str = Field(description="Taxonomy code")
+
+
+class ReviewDecision(BaseModel):
+    """An operator's decision on a whole dossier (the review form in the Prefect UI, or a flow parameter)."""
+
+    operator: str = Field(description="Who decides: recorded with the decision")
+    action: Literal["approve", "reject"] = "approve"
+    documents: list[DocumentChoice] = Field(default_factory=list,
+                                            description="The documents as they really are; empty: as the machine read them")
+    procedure: str | None = None
+    reason: str | None = Field(None, description="Why the dossier is rejected")
+
+
+def whole_decision(manifest: Manifest, *, by: str, codes: set[str], types: dict[int, str] | None = None,
+                   reject: str | None = None, procedure: str | None = None,
+                   procedures: set[str] | None = None) -> ReviewDecision:
+    """The decision on the whole dossier that ``sohoa review``'s options say (types by document number)."""
+    types = types or {}
+    unknown = sorted(n for n in types if not 1 <= n <= len(manifest.documents))
+    if unknown:
+        raise ReviewError(f"document {unknown[0]} does not exist (the dossier has {len(manifest.documents)})")
+    decision = ReviewDecision(operator=by, action="reject" if reject else "approve", reason=reject, procedure=procedure,
+                              documents=[DocumentChoice(pages=d.pages, type=types.get(n, d.type))
+                                         for n, d in enumerate(manifest.documents, start=1)])
+    problems = problems_with(decision, manifest, codes, procedures)
+    if problems:
+        raise ReviewError("; ".join(problems))
+    return decision
+
+
+def problems_with(decision: ReviewDecision, manifest: Manifest, codes: set[str],
+                  procedures: set[str] | None = None) -> list[str]:
+    """What makes a decision impossible to apply (shown to the operator, who decides again)."""
+    problems = []
+    if decision.procedure and procedures is not None and decision.procedure not in procedures:
+        problems.append(f"procedure {decision.procedure!r} is not in the catalog ({', '.join(sorted(procedures))})")
+    if not decision.operator.strip():
+        problems.append("the operator's name is missing")
+    if decision.action == "reject" and not (decision.reason or "").strip():
+        problems.append("a rejection needs a reason")
+    if decision.documents:
+        content = sorted(p.n for p in manifest.pages if not p.blank)
+        chosen = sorted(n for d in decision.documents for n in d.pages)
+        if chosen != content:
+            problems.append(f"the documents must cover pages {content} exactly once (they cover {chosen})")
+        problems += [f"{d.type!r} is not a document type" for d in decision.documents if d.type not in codes]
+        problems += [f"document {i} has no pages" for i, d in enumerate(decision.documents, 1) if not d.pages]
+    return problems
+
+
+def apply_decision(manifest: Manifest, decision: ReviewDecision, *, codes: set[str], verification: Verification | None = None,
+                   now: datetime | None = None) -> Manifest:
+    """The manifest after an operator's decision on the whole dossier (types and boundaries, procedure,
+    approval or rejection); ``verification`` replaces the checks when the caller re-verified."""
+    problems = problems_with(decision, manifest, codes)
+    if problems:
+        raise ReviewError("; ".join(problems))
+    at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    by = decision.operator.strip()
+    before = {tuple(d.pages): d for d in manifest.documents}
+    choices = decision.documents or [DocumentChoice(pages=d.pages, type=d.type) for d in manifest.documents]
+    documents = []
+    for choice in choices:
+        earlier = before.get(tuple(choice.pages))
+        if earlier is not None and earlier.type == choice.type:
+            review = DocumentReview(decision="confirmed", by=by, at=at) if decision.action == "approve" else earlier.review
+            documents.append(earlier.model_copy(update={"review": review}))
+        else:
+            review = DocumentReview(decision="corrected", by=by, at=at, previous_type=earlier.type if earlier else None)
+            documents.append(Document(type=choice.type, confidence=1.0, pages=choice.pages, review=review,
+                                      fields=earlier.fields if earlier else {}))
+    status = "passed" if decision.action == "approve" else "rejected"
+    changes = []
+    summary = [f"{d.type}:{','.join(map(str, d.pages))}" for d in manifest.documents]
+    if [f"{d.type}:{','.join(map(str, d.pages))}" for d in documents] != summary:
+        changes.append(Change(field="documents", before=summary, after=[f"{d.type}:{','.join(map(str, d.pages))}" for d in documents]))
+    if status != manifest.status:
+        changes.append(Change(field="status", before=manifest.status, after=status))
+    procedure = decision.procedure or manifest.procedure
+    if procedure != manifest.procedure:
+        changes.append(Change(field="procedure", before=manifest.procedure, after=procedure))
+    update: dict = {"documents": documents, "status": status, "procedure": procedure}
+    if verification is not None:
+        failed = [c.id for c in verification.checks if not c.ok]
+        was = [c.id for c in manifest.verification.checks if not c.ok]
+        if failed != was:
+            changes.append(Change(field="verification.failed", before=was, after=failed))
+        update["verification"] = verification
+    record = Decision(id=uuid.uuid4().hex[:12], by=by, at=at, action=decision.action, reason=decision.reason, changes=changes)
+    return _revision(manifest, record, **update)
 
 
 def _put_new(store: Store, key: str, data: bytes) -> bool:
@@ -129,7 +234,7 @@ def carry_over(previous: Manifest, new: Manifest) -> Manifest:
 
     A document of the new reading with exactly the pages of a reviewed one gets that review and,
     when it was corrected, the operator's type: a person's decision outranks the machine's. The
-    decision log and the revision count go on.
+    decision log and the revision count go on, and so does where the dossier came in (``intake``).
     """
     reviewed = {tuple(d.pages): d for d in previous.documents if d.review is not None}
     documents = []
@@ -142,4 +247,37 @@ def carry_over(previous: Manifest, new: Manifest) -> Manifest:
             document = document.model_copy(update=update)
         documents.append(document)
     return new.model_copy(update={"documents": documents, "decisions": previous.decisions,
-                                  "revision": previous.revision + 1})
+                                  "revision": previous.revision + 1, "intake": new.intake or previous.intake})
+
+
+def settle(dossier_id: str, decision: ReviewDecision, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult,
+           settings: Settings) -> Manifest:
+    """Apply a decision on the whole dossier to its archive: the documents as the operator set them are
+    read for their fields and verified again, documents whose pages or type changed get new PDFs,
+    the manifest a new revision, and the dossier leaves the review queue. ReviewError when it cannot apply."""
+    from pipeline import archive as archiving
+    from pipeline import classify as classifying
+    from pipeline import review_queue
+    from pipeline import verify as verifying
+    from pipeline.catalog import taxonomy
+
+    store, work = open_store(settings.archive), open_store(settings.work)
+    prefix, before = load(store, dossier_id)
+    codes = taxonomy(settings.taxonomy).codes()
+    corrected = apply_decision(before, decision, codes=codes)  # checks the decision; documents as set
+    reclassified = classifying.with_documents(classified, corrected.documents, decision.procedure, ocr, settings)
+    verified = verifying.verify(capture, ocr, reclassified, settings, key="review")
+    after = apply_decision(before, decision, codes=codes, verification=verified.verification,
+                           now=datetime.fromisoformat(corrected.decisions[-1].at))
+    documents = [d.model_copy(update={"fields": r.fields}) for d, r in zip(after.documents, reclassified.documents)]
+    if any(d.file is None for d in documents):
+        with tempfile.TemporaryDirectory(prefix="sohoa-review-") as tmp:
+            pdf = materialize(work, ocr.searchable_pdf_key, Path(tmp) / "searchable.pdf")
+            files = dict(after.files)
+            documents = archiving.write_documents(store, prefix, after.dossier_id, pdf, documents, files, Path(tmp),
+                                                  revision=after.revision)
+            after = after.model_copy(update={"files": files})
+    after = after.model_copy(update={"documents": documents})
+    record(store, prefix, before, after)
+    review_queue.remove(store, dossier_id)
+    return after

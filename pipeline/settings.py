@@ -57,3 +57,10 @@ class Settings(BaseSettings):
     # verify
     catalog: str | None = Field(None, description="TOML file of procedures (default: the packaged catalog)")
     min_page_confidence: float = Field(60.0, ge=0, le=100, description="Pages below this mean OCR confidence get a warning")
+    min_type_confidence: float = Field(0.7, ge=0, le=1, description="Documents typed with less confidence go to review")
+    # review
+    review_timeout_s: int = Field(86400, ge=1, description="How long a dossier waits for a decision in the Prefect UI "
+                                                           "before it waits in the review queue only")
+    link_expires_s: int = Field(3600, ge=60, le=604800, description="Lifetime of presigned links in review artifacts (S3)")
+    ocr_concurrency: str | None = Field(None, description="Name of a Prefect global concurrency limit that every OCR step "
+                                                          "takes a slot of (several workers, one budget of OCR)")

@@ -1139,6 +1139,8 @@ class Variation(BaseModel):
     skews: dict[int, float] = {}  # degrees counter-clockwise, on top of ``degrade``'s small tilt
     turns: dict[int, int] = {}  # degrees the sheet was fed turned (90, 180, 270 clockwise)
     blank_after: list[int] = []  # a blank back (duplex scan) follows these pages
+    untitled: list[int] = []  # these pages lost their title (torn off, stamped over): only the body is left
+    replace: dict[int, dict[str, str]] = {}  # on these pages, text printed instead of other text ({"old": "new"}: a wrong ID number)
 
 
 BLANK_TYPE = "blank"
@@ -1174,6 +1176,29 @@ def vary(images: list[Image.Image], truth: SynthDossier, variation: Variation, s
             pages.append(SynthPage(n=len(pages) + 1, doc_type=BLANK_TYPE, starts_document=False, expected_words=[]))
     truth.pages = pages
     return out
+
+
+def _edit_text(truth: SynthDossier, layouts: list[PageLayout], variation: Variation) -> None:
+    """Titles removed and text replaced, on the layouts and in the truth alike."""
+    for n, (layout, page) in enumerate(zip(layouts, truth.pages), start=1):
+        title = DOC_TITLES.get(layout.doc_type)
+        drop = title if n in variation.untitled else None
+        ops = []
+        for op in layout.ops:
+            if op.kind == "text":
+                text = op.args[2]
+                if text == drop:
+                    continue
+                for old, new in variation.replace.get(n, {}).items():
+                    text = text.replace(old, new)
+                op = Op("text", (*op.args[:2], text, *op.args[3:]), op.color)
+            ops.append(op)
+        layout.ops = ops
+        layout.lines = [line for line in layout.lines if line != drop]
+        for old, new in variation.replace.get(n, {}).items():
+            layout.lines = [line.replace(old, new) for line in layout.lines]
+        page.text = "\n".join(layout.lines)
+        page.expected_words = [w for w in page.expected_words if any(w in line for line in layout.lines)]
 
 
 def eval_spec(seed: int) -> tuple[str, list[str], int, Variation]:
@@ -1222,6 +1247,8 @@ def make_dossier(out: Path, *, procedure: str = "1.001193", seed: int = 0,
         raise ValueError("a born-digital PDF cannot be skewed or turned")
     out = Path(out)
     truth, layouts = build_layout(procedure, seed, include, signed)
+    if variation is not None:
+        _edit_text(truth, layouts, variation)
     truth.fmt, truth.dpi, truth.degraded = fmt, dpi, degrade
     files: list[Path] = []
     if fmt == "text-pdf":

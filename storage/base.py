@@ -245,6 +245,10 @@ class Store(abc.ABC):
     def url_for(self, key: str) -> str:
         """A human/tool-usable location: absolute path (local) or s3://bucket/prefix/key."""
 
+    def share_url(self, key: str, expires_s: int) -> str | None:
+        """A link a browser can open for ``expires_s`` seconds (S3: a presigned GET), or None (local stores)."""
+        return None
+
     @abc.abstractmethod
     def ensure_ready(self) -> None:
         """Create or check the backing location once at startup so later errors are about data, not setup."""

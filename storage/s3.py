@@ -407,6 +407,13 @@ class S3Store(Store):
     def url_for(self, key: str) -> str:
         return self._where(self._name(key))
 
+    def share_url(self, key: str, expires_s: int) -> str | None:
+        """A presigned GET, valid ``expires_s`` seconds (at most 7 days): short-lived, for one review."""
+        from datetime import timedelta
+
+        with self._errors(f"presign {key}"):
+            return self._client.presigned_get_object(self.bucket, self._name(key), expires=timedelta(seconds=expires_s))
+
     def ensure_ready(self) -> None:
         """Check the bucket (creating it if ``settings.create_bucket``); fail fast on bad endpoint/credentials."""
         with self._errors("check bucket"):

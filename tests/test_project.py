@@ -20,20 +20,25 @@ def test_published_manifest_schema_matches_the_model():
     assert published["properties"]["schema"]["const"] == "sohoa.manifest/1"
 
 
-def test_prefect_yaml_points_at_the_flow():
+def test_every_deployment_points_at_its_flow_and_explains_each_parameter():
     from prefect.flows import load_flow_from_entrypoint
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    entry = next(d for d in config["deployments"] if d["name"] == "process-dossier")["entrypoint"]
-    flow = load_flow_from_entrypoint(str(REPO / entry))
-    assert flow.name == "process-dossier"
-    assert set(flow.parameters.properties) == {"source", "archive", "procedure", "refresh"}
-    assert "s3://" in flow.parameters.properties["archive"]["description"]  # the UI form explains each field
-    entry = next(d for d in config["deployments"] if d["name"] == "process-batch")["entrypoint"]
-    batch = load_flow_from_entrypoint(str(REPO / entry))
-    assert batch.name == "process-batch"
-    assert set(batch.parameters.properties) == {"sources", "archive", "procedure", "refresh"}
-    assert batch.parameters.properties["sources"]["type"] == "array" and batch.parameters.properties["sources"]["description"]
+    names = {d["name"] for d in config["deployments"]}
+    assert names == {"process-dossier", "process-batch", "process-drop", "watch-inbox", "reprocess", "digitization-report"}
+    for deployment in config["deployments"]:
+        flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+        assert flow.name == deployment["name"] and deployment["description"].strip()
+        properties = flow.parameters.properties
+        undocumented = [name for name, spec in properties.items() if not spec.get("description")]
+        assert not undocumented, (deployment["name"], undocumented)  # the UI's Run form explains every field
+    dossier = load_flow_from_entrypoint(str(REPO / "flows/process.py:process_dossier")).parameters.properties
+    assert set(dossier) == {"source", "archive", "procedure", "refresh", "decision", "review_timeout_s"}
+    assert "s3://" in dossier["archive"]["description"]
+    batch = load_flow_from_entrypoint(str(REPO / "flows/process.py:process_batch")).parameters.properties
+    assert batch["sources"]["type"] == "array"
+    rerun = load_flow_from_entrypoint(str(REPO / "flows/operations.py:reprocess")).parameters.properties
+    assert "verify" in json.dumps(rerun["from_step"])  # a drop-down of the steps
 
 
 def test_cli_usage_errors_are_one_line_with_exit_code_2(tmp_path):

@@ -117,3 +117,20 @@ def test_reprocessing_keeps_what_operators_decided():
         Document(type="phieu_tiep_nhan", confidence=0.95, pages=[1]), Document(type="khac", confidence=0.5, pages=[2, 3])]})
     kept = review.carry_over(reviewed, split_differently)
     assert kept.documents[1].type == "khac" and kept.documents[1].review is None  # other pages: not the same document
+
+
+def test_a_whole_dossier_decision_covers_every_page_once_with_known_types_and_procedure():
+    manifest = _manifest()
+    decision = review.whole_decision(manifest, by="Lan", codes=CODES, types={2: "to_khai_khai_sinh"})
+    assert [(d.pages, d.type) for d in decision.documents] == [([1], "phieu_tiep_nhan"), ([2], "to_khai_khai_sinh"),
+                                                                ([3], "giay_chung_sinh")]
+    moved = decision.model_copy(update={"documents": [review.DocumentChoice(pages=[1, 2], type="phieu_tiep_nhan")]})
+    assert review.problems_with(moved, manifest, CODES) == ["the documents must cover pages [1, 2, 3] exactly once "
+                                                            "(they cover [1, 2])"]
+    with pytest.raises(review.ReviewError, match="not in the catalog"):
+        review.whole_decision(manifest, by="Lan", codes=CODES, procedure="9.999999", procedures={"1.001193"})
+    with pytest.raises(review.ReviewError, match="document 7 does not exist"):
+        review.whole_decision(manifest, by="Lan", codes=CODES, types={7: "khac"})
+    after = review.apply_decision(manifest, decision, codes=CODES, now=datetime(2026, 12, 1, tzinfo=UTC))
+    assert after.status == "passed" and after.documents[1].file is None  # retyped: a new PDF is due
+    assert after.documents[1].review.previous_type == "khac"

@@ -169,7 +169,7 @@ def test_step_keys_chain_downstream_only():
     assert "/" not in capture and capture.startswith("capture-")
 
 
-def test_pages_below_200_dpi_get_a_resolution_warning():
+def test_pages_below_200_dpi_send_the_dossier_to_review():
     from pipeline.models import CaptureResult, PageImage, SourceInfo
 
     def image(n: int, dpi: int) -> PageImage:
@@ -177,7 +177,7 @@ def test_pages_below_200_dpi_get_a_resolution_warning():
 
     source = SourceInfo(name="x", sha256="s", size=1, media_type="image/png")
     check = verify.check_resolution(CaptureResult(key="c", source=source, pages=[image(1, 300), image(2, 150)]))
-    assert (check.ok, check.severity, check.values["low_pages"]) == (False, "warning", ["2"])
+    assert (check.ok, check.severity, check.values["low_pages"]) == (False, "error", ["2"])
 
 
 def test_qr_code_and_printed_code_disagreeing_is_an_error():
