@@ -75,7 +75,7 @@ def publish(manifest: Manifest, capture: CaptureResult, work: Store, settings: S
     checks = sorted(manifest.verification.checks, key=lambda c: c.ok)
     create_table_artifact([_check_row(c) for c in checks], key=artifact_key(manifest.dossier_id, "checks"),
                           description=f"Checks of {manifest.dossier_id}: failed first")
-    pages = attention_pages(manifest, settings)
+    pages = attention_pages(manifest, settings) if manifest.status != "passed" else []  # passed: nobody must look
     if pages:
         create_markdown_artifact(attention_markdown(manifest, capture, pages, work, settings),
                                  key=artifact_key(manifest.dossier_id, "attention"),

@@ -8,8 +8,10 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.states import Failed, State
 
 from flows.process import _outcome_of, dossier_task
+from pipeline import check as checking
 from pipeline import reprocess as reprocessing
 from pipeline import report as reporting
 from pipeline.models import Outcome
@@ -73,3 +75,24 @@ def digitization_report(archive: str | None = None, inbox: str | None = None,
                           description=f"Digitization report by {period} ({store.url_for(csv_key)})")
     get_run_logger().info("report: %d rows -> %s, %s", len(rows), store.url_for(csv_key), store.url_for(json_key))
     return table
+
+
+@flow(name="archive-check", log_prints=False)
+def archive_check(archive: str | None = None, quick: bool = False) -> dict | State:
+    """Verify every archived file against its manifest's SHA-256; report orphans, incomplete archives and
+    missing originals as a table artifact. The run fails when there is any problem (so a schedule alerts).
+
+    Args:
+        archive: Archive store URL; default from SOHOA_ARCHIVE.
+        quick: Compare sizes only (no download of every file).
+    """
+    settings = Settings(**({"archive": archive} if archive else {}))
+    store = open_store(settings.archive)
+    result = checking.check(store, hashes=not quick)
+    rows = [p.model_dump() for p in result.problems] or [{"kind": "none", "dossier_id": "", "key": "", "detail": "no problem"}]
+    create_table_artifact(rows, key="archive-check", description=f"{result.dossiers} dossiers, {result.files_checked} files, "
+                          f"{result.bytes_checked} bytes checked in {store.url}: {len(result.problems)} problem(s)")
+    if not result.ok:  # a Failed state, not an exception: a finding, not a crash (no traceback in the logs)
+        return Failed(message=f"{len(result.problems)} problem(s) in {store.url}: "
+                      + "; ".join(f"{p.kind} {p.key}" for p in result.problems[:5]))
+    return result.model_dump()

@@ -162,7 +162,7 @@ def _execute(flow: Any, flow_run: FlowRun, logger: Any) -> int:
     from prefect.flow_engine import run_flow
 
     try:
-        run_flow(flow, flow_run=flow_run, error_logger=logger)
+        run_flow(flow, flow_run=flow_run, error_logger=logger, return_type="state")  # a Failed run is a state, not a traceback
     except (Pause, Abort):  # suspended for review, or the orchestrator said stop: the state is set
         return 0
     except Exception:  # a failed flow is recorded as Failed by the engine; anything else crashed it

@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--scans", type=int, metavar="N", help="stop after N listings (default: watch until interrupted)")
     watch.add_argument("--status", action="store_true", help="print the watcher's health and the inbox's state as JSON, "
                                                            "exit 1 if the last scan is older than 3 poll intervals")
+    check = commands.add_parser("check", help="verify every archived file against its manifest's checksums; find orphans, "
+                                               "incomplete archives and missing originals (exit 6 on any problem)")
+    check.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    check.add_argument("--quick", action="store_true", help="compare sizes only, not SHA-256")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     report = commands.add_parser("report", help="the digitization report: per agency, station, procedure and period")
     report.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
     report.add_argument("--inbox", help="inbox store URL: counts its duplicates and refusals too")
@@ -467,6 +472,26 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return ExitCode.ok
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline import check
+    from storage import StorageError
+
+    try:
+        _, archive, _ = _stores(args)
+        result = check.check(archive, hashes=not args.quick)
+    except (StorageError, ValueError) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        for problem in result.problems:
+            print(f"{problem.kind.upper():18} {problem.key}  {problem.detail}")
+        print(f"{result.dossiers} dossier(s), {result.files_checked} file(s), {result.bytes_checked} bytes checked: "
+              f"{len(result.problems)} problem(s)", file=sys.stderr)
+    return ExitCode.ok if result.ok else ExitCode.integrity
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pipeline import report
     from storage import StorageError, open_store
@@ -510,7 +535,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "synth": cmd_synth, "schema": cmd_schema, "eval": cmd_eval, "train": cmd_train,
-                "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report}
+                "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report,
+                "check": cmd_check}
     return int(handlers[args.command](args))
 
 

@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     refused = 3  # at least one input refused and quarantined; others archived
     failed = 4  # at least one dossier failed (storage, OCR engine, ...)
     below_target = 5  # sohoa eval: a --require not met; sohoa train: too little data to train
+    integrity = 6  # sohoa check: the archive has a problem (tampered, missing, orphan, incomplete)
     interrupted = 130
 
 

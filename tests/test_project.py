@@ -25,7 +25,8 @@ def test_every_deployment_points_at_its_flow_and_explains_each_parameter():
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = {d["name"] for d in config["deployments"]}
-    assert names == {"process-dossier", "process-batch", "process-drop", "watch-inbox", "reprocess", "digitization-report"}
+    assert names == {"process-dossier", "process-batch", "process-drop", "watch-inbox", "reprocess", "digitization-report",
+                     "archive-check"}
     for deployment in config["deployments"]:
         flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
         assert flow.name == deployment["name"] and deployment["description"].strip()

@@ -212,3 +212,16 @@ def test_a_batch_hands_each_dossier_that_needs_review_to_a_run_of_its_own(stack,
 
     wait(lambda: review_run() is not None, 300, "the dossier's own review run to suspend")
     assert _queued(archive, truth.dossier_code)["flow_run_id"] == review_run()["id"]
+
+
+def test_the_archive_check_deployment_fails_on_a_problem_and_lists_it(stack, tmp_path):
+    from storage import open_store
+
+    store = open_store(str(tmp_path / "archive"))
+    store.ensure_ready()
+    store.put_bytes("dossiers/000.00.00.H49-261201-0009/original.pdf", b"%PDF cut short")  # no manifest.json
+    run_id = stack.run("archive-check/archive-check", archive=str(tmp_path / "archive"))
+    stack.wait_state(run_id, {"Failed"}, 120)
+    artifacts = stack.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    rows = json.loads(next(a for a in artifacts if a["key"] == "archive-check")["data"])
+    assert [(r["kind"], r["dossier_id"]) for r in rows] == [("incomplete", "000.00.00.H49-261201-0009")]
