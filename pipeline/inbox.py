@@ -21,6 +21,7 @@ so a watcher restarted at any point neither loses nor repeats a drop.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from datetime import UTC, datetime
@@ -86,9 +87,18 @@ def _stamp(info: ObjectInfo) -> str | None:
 
 def scan(store: Store) -> tuple[list[Drop], int]:
     """Every complete drop in the inbox (one full listing) and the number of folders still open."""
+    drops, waiting, _ = _listing(store)
+    return drops, waiting
+
+
+def _listing(store: Store) -> tuple[list[Drop], int, set[str]]:
+    """Drops, open folders and the ledger's idents, all from one listing of the whole inbox."""
     files: dict[str, list[ObjectInfo]] = {}
     singles: list[tuple[str, ObjectInfo]] = []
+    ledger_ids: set[str] = set()
     for info in store.list(""):
+        if info.key.startswith(LEDGER) and info.key.endswith(".json"):
+            ledger_ids.add(info.key[len(LEDGER):-len(".json")])
         if info.key.startswith(SYSTEM) or "/" not in info.key:
             continue  # the system area; objects outside any station's prefix
         station, rest = info.key.split("/", 1)
@@ -107,7 +117,7 @@ def scan(store: Store) -> tuple[list[Drop], int]:
             continue
         drops.append(Drop(station=folder.split("/", 1)[0], key=marker.key, version=_version(marker), kind="folder",
                           files=sorted(i.key for i in infos if i is not marker), dropped_at=_stamp(marker)))
-    return drops, waiting
+    return drops, waiting, ledger_ids
 
 
 def taken(store: Store) -> set[str]:
@@ -181,7 +191,8 @@ def settle(store: Store, drop: Drop, status: str, reason: dict | None = None) ->
             raise StorageError(f"copy of {key} to {area} is {after.size} bytes, not {before.size}: original kept")
         if area == QUARANTINE:
             body = {"status": status, "key": key, "drop": drop.model_dump(), **(reason or {})}
-            store.put_bytes(area + key + ".reason.json", _json(body), content_type="application/json")
+            store.put_bytes(area + key + ".reason.json", json.dumps(body, ensure_ascii=False, indent=2).encode(),
+                            content_type="application/json")
         store.delete(source)
         if source.startswith(QUARANTINE):
             store.delete(source + ".reason.json")
@@ -196,12 +207,6 @@ def _where(store: Store, key: str, also: str) -> str | None:
     return None
 
 
-def _json(body: dict) -> bytes:
-    import json
-
-    return json.dumps(body, ensure_ascii=False, indent=2).encode()
-
-
 def beat(store: Store, heartbeat: Heartbeat) -> None:
     store.put_bytes(HEARTBEAT, heartbeat.model_dump_json().encode(), content_type="application/json")
 
@@ -212,8 +217,7 @@ def status(store: Store) -> dict:
         heartbeat = Heartbeat.model_validate_json(store.get_bytes(HEARTBEAT)).model_dump()
     except ObjectNotFound:
         heartbeat = None
-    drops, waiting = scan(store)
-    done = taken(store)
+    drops, waiting, done = _listing(store)
     return {"inbox": store.url, "heartbeat": heartbeat, "taken": len(done),
             "new": sorted(d.key for d in drops if d.ident not in done), "open_folders": waiting,
             "done": sum(1 for i in store.list(DONE)),
@@ -223,8 +227,7 @@ def status(store: Store) -> dict:
 def scan_once(store: Store, submit, heartbeat: Heartbeat) -> list[Drop]:
     """One full listing; each drop not in the ledger is submitted (``submit(drop)`` returns its flow
     run id, the same id for the same drop however often it is called) and then recorded."""
-    drops, waiting = scan(store)
-    done = taken(store)
+    drops, waiting, done = _listing(store)
     new = [d for d in drops if d.ident not in done]
     for drop in new:
         take(store, drop, submit(drop))

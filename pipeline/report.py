@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -140,8 +141,6 @@ def to_csv(rows: list[ReportRow]) -> str:
 
 def save(archive: Store, rows: list[ReportRow], period: Period) -> tuple[str, str]:
     """``reports/digitization-<period>-<UTC time>.{csv,json}`` in the archive store; returns both keys."""
-    import json
-
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"reports/digitization-{period}-{stamp}"
     archive.put_bytes(base + ".csv", to_csv(rows).encode(), content_type="text/csv")
