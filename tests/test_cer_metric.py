@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import unicodedata
 from pathlib import Path
 
@@ -128,7 +127,7 @@ def test_scores_add_up():
     assert (total.errors, total.chars) == (4, 103)
 
 
-def test_fast_on_a_full_page():
+def test_full_page_reordered_and_split():
     truth_lines = [f"Dòng {i}: Họ, chữ đệm, tên người yêu cầu: Nguyễn Thị Hồng Nhung số {i * 7919:06d}" for i in range(45)]
     truth = "\n".join(truth_lines)
     # reversed order, every line split in two, a few characters wrong, noise lines
@@ -138,7 +137,5 @@ def test_fast_on_a_full_page():
         half = len(wrong) // 2
         read_lines += [wrong[:half], wrong[half:]]
     read = "\n".join(read_lines + ["IH H", "mì ors H"])
-    started = time.perf_counter()
-    flex = cer.flexible(read, truth)
-    assert time.perf_counter() - started < 2.0
+    flex = cer.flexible(read, truth)  # no wall-clock assertion: timings live in bench/
     assert flex.errors == 45 + len("IH H") + len("mì ors H")

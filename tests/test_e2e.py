@@ -104,7 +104,7 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     assert second["status"] == "passed"
     assert second["cached_steps"] == ["capture", "ocr", "classify", "verify"]
     assert calls(log) == len(truth.pages)  # no tesseract process started
-    assert first["duration_s"] >= 10 * second["duration_s"], (first["duration_s"], second["duration_s"])
+    # how much faster the cached rerun is belongs to bench/throughput.py (phase e), not to a timed test
 
     # a classification setting changed: classify and verify rerun, nothing before them
     code, [third], stderr = sohoa(str(path), "--archive", archive_url, env={**env, "SOHOA_TITLE_LINES": "11"})
