@@ -166,8 +166,22 @@ def one_run_each(sources, archive, refresh):
         raise SystemExit(f"per-dossier runs ended {sorted({s.type.value for s in states})}")
     return time.perf_counter() - started
 
+def settle():
+    # wait until no run is scheduled or running: the warm-up's dossier that needs review gets a run of
+    # its own (it suspends for the form), which must not share the cores with the timed batch
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    client = get_client(sync_client=True)
+    busy = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+        any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])))
+    deadline = time.monotonic() + 300
+    while client.read_flow_runs(flow_run_filter=busy) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
 batch(plan["warmup"], plan["root"] + "/c-warmup-archive")
+settle()
 out["c"] = batch(plan["inputs"], plan["root"] + "/c-archive")
+settle()
 if plan["each"]:  # same work store: refresh recomputes every step instead of reusing c's results
     out["g"] = one_run_each(plan["inputs"], plan["root"] + "/g-archive", ["capture"])
 print(json.dumps(out))

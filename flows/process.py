@@ -29,7 +29,7 @@ from pipeline import archive as archiving
 from pipeline import capture as capturing
 from pipeline import classify as classifying
 from pipeline import verify as verifying
-from pipeline.errors import InputRefused
+from pipeline.errors import NO_SPACE, InputRefused, no_space
 from pipeline.model import ModelRef
 from pipeline.model import load as load_model
 from pipeline.models import (
@@ -89,7 +89,7 @@ def archive_task(
     steps: dict[str, StepRecord], settings: Settings, intake: Intake | None = None,
 ) -> ArchiveResult:
     return archiving.archive(Path(path), captured, ocr, classified, verified, steps,
-                             open_store(settings.work), open_store(settings.archive), intake=intake)
+                             open_store(settings.work), open_store(settings.archive), intake=intake, settings=settings)
 
 
 class _Runner:
@@ -338,7 +338,9 @@ def _since(started: float) -> float:
 def _quarantine_failure(store: Store, path: Path, exc: Exception, info: SourceInfo | None) -> None:
     """Keep a failed input beside a machine-readable reason; a storage outage may prevent even that."""
     try:
-        quarantine(store, path, code=getattr(exc, "code", "processing_failed"),
-                   message=f"{type(exc).__name__}: {exc}"[:500], step="pipeline", sha256=info.sha256 if info else None)
+        full = no_space(exc)
+        quarantine(store, path, code=NO_SPACE if full else getattr(exc, "code", "processing_failed"),
+                   message=full or f"{type(exc).__name__}: {exc}"[:500], step="pipeline",
+                   sha256=info.sha256 if info else None)
     except Exception as second:  # the input stays where it was; say so in the log
         get_run_logger().error("could not quarantine %s: %s", path.name, second)

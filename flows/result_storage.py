@@ -7,10 +7,12 @@ Credentials are never part of the block: they come from the environment (``SOHOA
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property, lru_cache
 
 import anyio
 from prefect._internal.compatibility.async_dispatch import async_dispatch
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.filesystems import WritableFileSystem
 
 from pipeline.keys import sha256_bytes
@@ -61,12 +63,25 @@ class SohoaResultStorage(WritableFileSystem):
         return self._write(path, content)
 
 
-@lru_cache(maxsize=16)
+_SAVING = threading.Lock()
+
+
 def result_storage_for(url: str) -> SohoaResultStorage:
+    """The saved block for ``url``: one thread at a time saves it (flow runs start side by side in the worker)."""
+    with _SAVING:
+        return _saved(url)
+
+
+@lru_cache(maxsize=16)
+def _saved(url: str) -> SohoaResultStorage:
     """The saved block for ``url`` (Prefect persists results only through saved blocks).
 
     Saved once per process under a name derived from the URL; it holds no credentials.
     """
     block = SohoaResultStorage(url=url)
-    block.save(f"sohoa-results-{sha256_bytes(url.encode())[:12]}", overwrite=True)
+    name = f"sohoa-results-{sha256_bytes(url.encode())[:12]}"
+    try:
+        block.save(name, overwrite=True)
+    except ObjectAlreadyExists:  # another process registered the block type or saved the block just now
+        block.save(name, overwrite=True)
     return block

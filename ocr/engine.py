@@ -10,11 +10,18 @@ Each page is read from an upright, deskewed, >=300 dpi grey copy (ocr/normalize.
 Upside-down pages cannot be told from line structure, so a page that reads with low
 confidence is read once more turned 180 degrees and the better reading wins: one pass for
 good pages, two for bad ones.
+
+Each page is kept in the work store as soon as it is read (``ocr/<key>/pNNNN.pdf``, its text
+layer, then ``pNNNN.json``, its reading): a run killed part-way is resumed by the next run with
+the same key, which reads only the pages not kept. The checkpoints are removed once the step's
+outputs are written, so that a refresh of the step reads every page again.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,14 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-from pydantic import TypeAdapter
+import pikepdf
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ocr import libtesseract, normalize, tesseract
 from ocr import pdf as searchable
 from pipeline.keys import step_key
 from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
 from pipeline.settings import Settings
-from storage import Store, materialize
+from storage import ObjectNotFound, StorageError, Store, materialize
 
 # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy;
 # 6: CMYK pages in an ICC-based colour space
@@ -122,7 +130,9 @@ def _read_with_program(page: PageImage, source: Path, base: Path, rotation: int,
     if normalize.needs_copy(page.dpi, rotation, page.skew):
         image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)
         path = base.with_suffix(".pgm")  # no compression to pay for a file tesseract reads once
-        cv2.imwrite(str(path), gray)
+        if not cv2.imwrite(str(path), gray):  # OpenCV only says False; a full disk is the usual reason
+            full = shutil.disk_usage(path.parent).free < gray.nbytes
+            raise OSError(errno.ENOSPC if full else errno.EIO, "cannot write the OCR copy", str(path))
         del gray
     try:
         with tesseract.slots(settings.jobs):
@@ -167,55 +177,143 @@ def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) 
     return (turned if turned.confidence > first.confidence else first), 2
 
 
+class PageCheckpoint(BaseModel):
+    """A page already read, kept beside its text layer (``ocr/<key>/pNNNN.json``) until the step is done:
+    enough to put the page into the searchable PDF without reading it again, if the run is interrupted.
+    The key names the engine and its settings, so a checkpoint under it is valid for any run with that key."""
+
+    result: OcrPage
+    words: list[Word]
+    image: normalize.OcrImage  # the OCR copy's geometry: where the text layer goes on the page
+
+
+@dataclass
+class _Page:
+    result: OcrPage
+    plan: searchable.PagePlan
+    words: list[Word]
+    resumed: bool = False
+    note: str | None = None  # why a checkpoint left for this page could not be used
+
+
+def _layer_key(key: str, n: int) -> str:
+    return f"ocr/{key}/p{n:04d}.pdf"
+
+
+def _checkpoint_key(key: str, n: int) -> str:
+    return f"ocr/{key}/p{n:04d}.json"
+
+
+def _plan(page: PageImage, source: Path, layer: Path, image: normalize.OcrImage) -> searchable.PagePlan:
+    return searchable.PagePlan(page=page, image=source, layer=layer, rotate=image.rotation,
+                               layer_matrix=normalize.layer_to_page(image, page.height, page.dpi))
+
+
+def _resume(store: Store, key: str, page: PageImage, source: Path, workdir: Path) -> tuple[_Page | None, str | None]:
+    """The page as an interrupted run left it (its checkpoint and its text layer, both readable), or None
+    and why a checkpoint that is there cannot be used."""
+    try:
+        data = store.get_bytes(_checkpoint_key(key, page.n))
+    except ObjectNotFound:
+        return None, None  # not read yet
+    try:
+        saved = PageCheckpoint.model_validate_json(data)
+        if saved.result.n != page.n or saved.result.text_layer_key != _layer_key(key, page.n):
+            raise ValueError(f"checkpoint of another page ({saved.result.text_layer_key})")
+        layer = materialize(store, saved.result.text_layer_key, workdir / f"layer-{page.n:04d}.pdf")
+        with pikepdf.open(layer) as pdf:
+            if len(pdf.pages) != 1:
+                raise ValueError(f"text layer has {len(pdf.pages)} pages")
+    except ValidationError as exc:
+        return None, exc.errors()[0]["msg"]
+    except (ValueError, StorageError, pikepdf.PdfError) as exc:
+        return None, (str(exc).splitlines() or [type(exc).__name__])[0]
+    return _Page(saved.result, _plan(page, source, layer, saved.image), saved.words, resumed=True), None
+
+
+def _read_and_keep(store: Store, key: str, page: PageImage, source: Path, workdir: Path, settings: Settings) -> _Page:
+    """Read the page, then keep its text layer and (last: the commit marker) its checkpoint in the work store."""
+    started = time.perf_counter()
+    best, attempts = read_page(page, source, workdir, settings)
+    layer_key = _layer_key(key, page.n)
+    store.put_file(layer_key, best.layer, content_type="application/pdf")
+    result = OcrPage(
+        n=page.n, text=best.text, word_count=len(best.words), confidence=best.confidence,
+        orientation=best.image.rotation, deskew=best.image.deskew, ocr_dpi=best.image.dpi,
+        attempts=attempts, text_layer_key=layer_key, duration_s=round(time.perf_counter() - started, 3),
+    )
+    checkpoint = PageCheckpoint(result=result, words=best.words, image=best.image)
+    store.put_bytes(_checkpoint_key(key, page.n), checkpoint.model_dump_json().encode(), content_type="application/json")
+    return _Page(result, _plan(page, source, best.layer, best.image), best.words)
+
+
+def _read_pages(capture: CaptureResult, store: Store, settings: Settings, key: str, workdir: Path,
+                on_progress: Callable[[int, int], None] | None) -> list[_Page]:
+    """Every page, in order: from its checkpoint when an interrupted run left one, else read now."""
+    total = len(capture.pages)
+
+    def one(page: PageImage) -> _Page:
+        source = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
+        kept, problem = _resume(store, key, page, source, workdir)
+        if kept is not None:
+            return kept
+        read_now = _read_and_keep(store, key, page, source, workdir, settings)
+        read_now.note = problem
+        return read_now
+
+    done: dict[int, _Page] = {}
+    with ThreadPoolExecutor(max_workers=min(settings.jobs + 1, total)) as pool:
+        futures = [pool.submit(one, page) for page in capture.pages]
+        for count, future in enumerate(as_completed(futures), start=1):
+            item = future.result()
+            result = item.result
+            done[result.n] = item
+            # logged from the calling thread, where the orchestrator's run context lives
+            if item.note:
+                log.warning("OCR %s: page %d read again, its checkpoint was not usable: %s", capture.source.name,
+                            result.n, item.note)
+            log.info("OCR %s: %d/%d pages (page %d: %d words, confidence %.1f%s%s)", capture.source.name, count, total,
+                     result.n, result.word_count, result.confidence,
+                     f", turned {result.orientation}" if result.orientation else "", ", resumed" if item.resumed else "")
+            if on_progress is not None:
+                on_progress(count, total)
+    resumed = sum(item.resumed for item in done.values())
+    if resumed:
+        log.info("OCR %s: resumed %d of %d pages from an interrupted run", capture.source.name, resumed, total)
+    return [done[page.n] for page in capture.pages]
+
+
+def _forget_checkpoints(store: Store, key: str, pages: list[PageImage]) -> None:
+    """The step's result now stands for its pages: a refresh of the step reads every page again."""
+    try:
+        for page in pages:
+            store.delete(_checkpoint_key(key, page.n))
+    except StorageError as exc:  # harmless: a later run with this key resumes from them instead of reading
+        log.warning("OCR: checkpoints under ocr/%s/ not removed: %s", key, exc)
+
+
 def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str,
             on_progress: Callable[[int, int], None] | None = None) -> OcrResult:
     """OCR all pages of a captured dossier and assemble its searchable PDF in the work store.
 
+    Each page read is kept at once (text layer, then a checkpoint): a run killed part-way is resumed
+    by the next run with the same key, which reads only the pages not kept.
     ``on_progress(done, total)`` is called after each page, from the calling thread."""
     engine_version = check_engine(settings)
-    total = len(capture.pages)
     with tempfile.TemporaryDirectory(prefix="sohoa-ocr-") as tmp:
         workdir = Path(tmp)
-
-        def one(page: PageImage) -> tuple[OcrPage, searchable.PagePlan, list[Word]]:
-            started = time.perf_counter()
-            source = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
-            best, attempts = read_page(page, source, workdir, settings)
-            layer_key = f"ocr/{key}/p{page.n:04d}.pdf"
-            store.put_file(layer_key, best.layer, content_type="application/pdf")
-            result = OcrPage(
-                n=page.n, text=best.text, word_count=len(best.words), confidence=best.confidence,
-                orientation=best.image.rotation, deskew=best.image.deskew, ocr_dpi=best.image.dpi,
-                attempts=attempts, text_layer_key=layer_key, duration_s=round(time.perf_counter() - started, 3),
-            )
-            plan = searchable.PagePlan(page=page, image=source, layer=best.layer,
-                                       layer_matrix=normalize.layer_to_page(best.image, page.height, page.dpi),
-                                       rotate=best.image.rotation)
-            return result, plan, best.words
-
-        done: dict[int, tuple[OcrPage, searchable.PagePlan, list[Word]]] = {}
-        with ThreadPoolExecutor(max_workers=min(settings.jobs + 1, total)) as pool:
-            futures = [pool.submit(one, page) for page in capture.pages]
-            for count, future in enumerate(as_completed(futures), start=1):
-                result = future.result()
-                done[result[0].n] = result
-                # logged from the calling thread, where the orchestrator's run context lives
-                log.info("OCR %s: %d/%d pages (page %d: %d words, confidence %.1f%s)", capture.source.name, count, total, result[0].n,
-                         result[0].word_count, result[0].confidence,
-                         f", turned {result[0].orientation}" if result[0].orientation else "")
-                if on_progress is not None:
-                    on_progress(count, total)
-        ordered = [done[page.n] for page in capture.pages]
+        ordered = _read_pages(capture, store, settings, key, workdir, on_progress)
         pdf_path = workdir / "searchable.pdf"
-        searchable.assemble([plan for _, plan, _ in ordered], pdf_path, title=capture.source.name)
+        searchable.assemble([page.plan for page in ordered], pdf_path, title=capture.source.name)
         pdf_key = f"ocr/{key}/searchable.pdf"
         store.put_file(pdf_key, pdf_path, content_type="application/pdf")
         words_key = f"ocr/{key}/words.json"
-        store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=r.n, words=w) for r, _, w in ordered]),
+        store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=page.result.n, words=page.words) for page in ordered]),
                         content_type="application/json")
+    _forget_checkpoints(store, key, capture.pages)
     return OcrResult(
         key=key, engine=engine_version, languages=settings.languages,
-        pages=[result for result, _, _ in ordered], words_key=words_key, searchable_pdf_key=pdf_key,
+        pages=[page.result for page in ordered], words_key=words_key, searchable_pdf_key=pdf_key,
     )
 
 

@@ -13,6 +13,9 @@ an ICC-based CMYK colour space (an sRGB output intent does not cover DeviceCMYK)
 
 from __future__ import annotations
 
+import functools
+import struct
+
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,10 +127,15 @@ class PagePlan:
     rotate: int  # /Rotate, so that viewers show the page upright
 
 
+@functools.cache
 def srgb_profile() -> bytes:
+    """LittleCMS's sRGB profile with a fixed creation time (header bytes 24-35; LittleCMS writes the
+    current time): the same pages then give the same PDF bytes, so archiving again writes nothing new."""
     from PIL import ImageCms
 
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    data[24:36] = struct.pack(">6H", 2020, 1, 1, 0, 0, 0)
+    return bytes(data)
 
 
 def declare_pdfa(pdf: pikepdf.Pdf, title: str) -> None:
@@ -154,7 +162,8 @@ def extract_pages(source: Path, numbers: Sequence[int], out: Path, title: str) -
         for number in numbers:
             part.pages.append(whole.pages[number - 1])
         declare_pdfa(part, title)
-        part.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+        part.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate,
+                  deterministic_id=True)  # the same pages give the same bytes: re-archiving is idempotent
 
 
 def assemble(plans: Sequence[PagePlan], out: Path, title: str = "") -> None:
@@ -179,7 +188,7 @@ def assemble(plans: Sequence[PagePlan], out: Path, title: str = "") -> None:
             if plan.rotate:
                 target.obj.Rotate = plan.rotate
         declare_pdfa(pdf, title)
-        pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+        pdf.save(out, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate, deterministic_id=True)
     finally:
         for layer in layers:
             layer.close()

@@ -8,26 +8,32 @@ not written again.
 
 from __future__ import annotations
 
-import json
+import logging
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+from pipeline import layout, records, reuse_index
+from pipeline import verify as verifying
+from pipeline.catalog import catalog, taxonomy
+from pipeline.settings import Settings
 
 from ocr import pdf as searchable
 
 from pipeline.capture import EXTENSIONS, sniff_media_type
 from pipeline.keys import sha256_bytes, sha256_file, step_key
 from pipeline.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, Document, FileRef, Intake, Manifest, ManifestPage, OcrResult, StepRecord,
+    ArchiveResult, CaptureResult, ClassifyResult, Document, FileRef, Intake, Manifest, ManifestPage, OcrResult, Protection, StepRecord,
     VerifyResult,
 )
 from storage import ObjectNotFound, Store, StorageError, materialize
 
-VERSION = "3"  # 2: a searchable PDF per document; 3: page types in the manifest, earlier revisions kept
-MANIFEST = "manifest.json"
+VERSION = "4"  # 2: a PDF per document; 3: page types, earlier revisions kept; 4: layout, Appendix VI, object lock
+MANIFEST = layout.MANIFEST
+log = logging.getLogger(__name__)
 
 
 class ArchivedSource(BaseModel):
@@ -57,20 +63,11 @@ def archive_key(verified: VerifyResult, store: Store) -> str:
 
 def dossier_id(capture: CaptureResult, classified: ClassifyResult) -> str:
     """The dossier code when one was read, else a stable id from the input's content hash."""
+    from pipeline.identifiers import is_dossier_code
+
     code = classified.fields.get("dossier_code")
-    return code if isinstance(code, str) else f"sha256-{capture.source.sha256[:16]}"
-
-
-def choose_prefix(store: Store, ident: str, source_sha256: str) -> str:
-    """``dossiers/<id>/``, unless another input already holds that id: then a sibling prefix."""
-    prefix = f"dossiers/{ident}/"
-    try:
-        existing = json.loads(store.get_bytes(prefix + MANIFEST))
-    except ObjectNotFound:
-        return prefix
-    if existing.get("source", {}).get("sha256") == source_sha256:
-        return prefix
-    return f"dossiers/{ident}~{source_sha256[:12]}/"
+    # read from a QR code or OCR text: attacker-controlled until checked here, where it becomes a prefix
+    return code if isinstance(code, str) and is_dossier_code(code) else f"sha256-{capture.source.sha256[:16]}"
 
 
 def put_verified(store: Store, key: str, path: Path, content_type: str) -> FileRef:
@@ -92,37 +89,85 @@ def put_verified(store: Store, key: str, path: Path, content_type: str) -> FileR
 def archive(
     source: Path, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, verified: VerifyResult,
     steps: dict[str, StepRecord], work: Store, store: Store, intake: Intake | None = None,
+    settings: Settings | None = None,
 ) -> ArchiveResult:
-    started = time.perf_counter()
-    ident = dossier_id(capture, classified)
-    prefix = choose_prefix(store, ident, capture.source.sha256)
+    """Claim the dossier's place (pipeline/layout.py), write and read back every file, protect them where
+    the bucket has object lock, then write the manifest: the commit marker, written last. The reuse
+    note (earlier documents of the same person) is added here, from the index as it is now."""
+    settings = settings or Settings()
+    started, now = time.perf_counter(), datetime.now(UTC)
+    earlier = reuse_index.earlier_documents(settings, classified, capture.source.sha256, store)  # not in verify's key
+    verified = verifying.with_reuse(verified, classified, settings, earlier)
+    code = dossier_id(capture, classified)
+    when = intake.dropped_at if intake and intake.dropped_at else now.isoformat()
+    ident, prefix = layout.claim(store, code, capture.source.sha256,
+                                 layout.Place.of(code, classified.procedure, when, settings.agency))
     files: dict[str, FileRef] = {}
     with tempfile.TemporaryDirectory(prefix="sohoa-archive-") as tmp:
-        workdir = Path(tmp)
-        if source.is_dir():
-            for index, name in enumerate(capture.source.files, start=1):
-                path = source / name
-                ext = _ext_of(path)
-                files[f"original_{index:04d}"] = put_verified(store, f"{prefix}original/{index:04d}{ext}", path, "application/octet-stream")
-        else:
-            ext = EXTENSIONS.get(capture.source.media_type, ".bin")
-            files["original"] = put_verified(store, f"{prefix}original{ext}", source, capture.source.media_type)
-        pdf = materialize(work, ocr.searchable_pdf_key, workdir / "searchable.pdf")
-        files["searchable_pdf"] = put_verified(store, f"{prefix}{ident}.pdf", pdf, "application/pdf")
-        documents = write_documents(store, prefix, ident, pdf, classified.documents, files, workdir)
-        words = materialize(work, ocr.words_key, workdir / "words.json")
-        files["ocr_words"] = put_verified(store, f"{prefix}words.json", words, "application/json")
+        documents = _write_files(source, capture, ocr, classified, work, store, prefix, ident, files, Path(tmp))
+    protection = protection_for(store, settings, now)
     steps = {**steps, "archive": StepRecord(
         version=VERSION, cache_key=archive_key(verified, store), cached=False,
         duration_s=round(time.perf_counter() - started, 3))}
     manifest = build_manifest(ident, capture, ocr, classified.model_copy(update={"documents": documents}), verified,
-                              steps, files).model_copy(update={"intake": intake})
+                              steps, files).model_copy(update={"intake": intake, "protection": protection})
+    manifest = manifest.model_copy(update={"records": records.build(
+        manifest, layout.Place.from_prefix(prefix), catalog(settings.catalog), taxonomy(settings.taxonomy))})
     manifest = _keep_previous(store, prefix, manifest)
-    data = manifest.to_json().encode()
-    store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
+    write_manifest(store, prefix, manifest)
+    reuse_index.record_archived(settings, manifest, prefix + MANIFEST)
     record = ArchivedSource(dossier_id=ident, manifest_key=prefix + MANIFEST, verify_key=verified.key)
     store.put_bytes(source_index_key(capture.source.sha256), record.model_dump_json().encode(), content_type="application/json")
     return ArchiveResult(dossier_id=ident, prefix=prefix, manifest_url=store.url_for(prefix + MANIFEST), manifest=manifest)
+
+
+def _write_files(source: Path, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, work: Store,
+                 store: Store, prefix: str, ident: str, files: dict[str, FileRef], workdir: Path) -> list[Document]:
+    """The original(s), the dossier's searchable PDF, one PDF per document and the words; ``files`` gains them."""
+    if source.is_dir():
+        for index, name in enumerate(capture.source.files, start=1):
+            path = source / name
+            files[f"original_{index:04d}"] = put_verified(store, f"{prefix}original/{index:04d}{_ext_of(path)}", path,
+                                                          "application/octet-stream")
+    else:
+        ext = EXTENSIONS.get(capture.source.media_type, ".bin")
+        files["original"] = put_verified(store, f"{prefix}original{ext}", source, capture.source.media_type)
+    pdf = materialize(work, ocr.searchable_pdf_key, workdir / "searchable.pdf")
+    files["searchable_pdf"] = put_verified(store, f"{prefix}{ident}.pdf", pdf, "application/pdf")
+    documents = write_documents(store, prefix, ident, pdf, classified.documents, files, workdir)
+    words = materialize(work, ocr.words_key, workdir / "words.json")
+    files["ocr_words"] = put_verified(store, f"{prefix}words.json", words, "application/json")
+    return documents
+
+
+def write_manifest(store: Store, prefix: str, manifest: Manifest) -> None:
+    """The commit marker, with its own SHA-256 as metadata, protected like the files it lists."""
+    protection = manifest.protection
+    retain = protection and protection.source == "per_object" and protection.mode and protection.retain_until
+    if retain:
+        for ref in manifest.files.values():  # before the commit marker, files a review added too
+            store.protect(ref.key, protection.mode, datetime.fromisoformat(protection.retain_until))
+    data = manifest.to_json().encode()
+    store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
+    if retain:
+        store.protect(prefix + MANIFEST, protection.mode, datetime.fromisoformat(protection.retain_until))
+
+
+def protection_for(store: Store, settings: Settings, now: datetime) -> Protection:
+    """Object lock where the bucket has it: the configured retention per object (applied by
+    write_manifest to every listed file), else the bucket's default retention, which the server applies."""
+    policy = store.lock_policy()
+    if not policy.enabled:
+        if settings.retention_days:
+            log.warning("SOHOA_RETENTION_DAYS is set but %s has no object lock: files are not retained", store.url)
+        return Protection(source="unsupported")
+    if settings.retention_days:
+        until = now + timedelta(days=settings.retention_days)
+        return Protection(mode=settings.retention_mode, retain_until=until.isoformat(timespec="seconds"), source="per_object")
+    default = policy.default_until(now)
+    if default is None:
+        return Protection(source="not_requested")
+    return Protection(mode=policy.default_mode, retain_until=default.isoformat(timespec="seconds"), source="bucket_default")
 
 
 def write_documents(store: Store, prefix: str, ident: str, pdf: Path, documents: list[Document], files: dict[str, FileRef],
@@ -155,13 +200,19 @@ def _keep_previous(store: Store, prefix: str, manifest: Manifest) -> Manifest:
         previous = Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
     except (ObjectNotFound, ValueError):
         return manifest
-    if previous.model_copy(update={"created_at": ""}) == manifest.model_copy(update={"created_at": ""}):
+    if _content(previous) == _content(manifest):
         return previous  # the same archive again: idempotent
     old = previous.to_json().encode()
     key = f"{prefix}history/manifest-{previous.revision:04d}.json"
     if not store.exists(key):
         store.put_bytes(key, old, content_type="application/json", metadata={"sha256": sha256_bytes(old)})
     return review.carry_over(previous, manifest)
+
+
+def _content(manifest: Manifest) -> Manifest:
+    """What a manifest holds, without how and when this run wrote it (times, durations, cache hits)."""
+    steps = {name: step.model_copy(update={"cached": False, "duration_s": 0.0}) for name, step in manifest.steps.items()}
+    return manifest.model_copy(update={"created_at": "", "protection": None, "steps": steps})
 
 
 def _ext_of(path: Path) -> str:

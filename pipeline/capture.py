@@ -21,19 +21,22 @@ from natsort import natsorted
 from PIL import Image, ImageOps, ImageSequence
 
 from ocr import imaging
+from ocr.normalize import OCR_DPI, UPSCALE_BELOW_DPI
 from pipeline.errors import InputRefused
 from pipeline.keys import sha256_bytes, sha256_file, step_key
 from pipeline.models import CaptureResult, PageImage, SourceInfo
 from pipeline.settings import Settings
 from storage import Store
 
-VERSION = "4"  # 2: text direction (sideways) measured; 3: square pixels; 4: masked images rendered
+VERSION = "5"  # 2: text direction (sideways) measured; 3: square pixels; 4: masked images rendered; 5: OCR copy limits
 A4_LONG_SIDE_IN = 11.69
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
 NAME_EXTENSIONS = {".pdf": "application/pdf", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg",
                    ".jfif": "image/jpeg", ".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff"}
 JUNK_FILES = {"thumbs.db", "desktop.ini"}
+MAX_OCR_SIDE = 32767  # tesseract reads no image wider or taller ("Image too large")
+DESKEW_GROWTH = 1.1  # straightening by up to 5 degrees grows the OCR copy's canvas by up to 9%
 
 
 def key_settings(settings: Settings) -> dict:
@@ -225,6 +228,7 @@ def _image_page(path: Path, fmt: str | None, frame: Image.Image, settings: Setti
     orientation = frame.getexif().get(0x0112, 1)
     rotation = {3: 180, 6: 90, 8: 270}.get(orientation, 0)
     dpi_x, dpi_y = _image_dpi(frame)
+    _check_pixels(frame.width, frame.height, settings, (dpi_x, dpi_y))
     if fmt == "JPEG" and orientation == 1 and frame.mode in ("L", "RGB", "CMYK") and _is_square(dpi_x, dpi_y):
         return RawPage(path.read_bytes(), "image/jpeg", dpi_x, 0, "image")
     upright = ImageOps.exif_transpose(frame) if orientation != 1 else frame
@@ -267,11 +271,23 @@ def _encode_png(image: Image.Image, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def _check_pixels(width: int, height: int, settings: Settings) -> None:
+def _check_pixels(width: int, height: int, settings: Settings, dpi: tuple[int, int] | None = None) -> None:
+    """Refuse a page too large as stored or, given its (x, y) dpi, as OCR will read it: pixels made square
+    (``square_pixels``), then upscaled to 300 dpi below 250 dpi (ocr/normalize.py). Checked before decoding."""
     if width * height > settings.max_page_pixels:
         raise InputRefused(
             "too_many_pixels", f"page of {width}x{height} pixels exceeds the limit of {settings.max_page_pixels}"
         )
+    if dpi is None:
+        return
+    dpi_x, dpi_y = max(dpi[0], 1), max(dpi[1], 1)
+    square = max(dpi_x, dpi_y)
+    scale = OCR_DPI / square if square < UPSCALE_BELOW_DPI else 1.0
+    ocr_w, ocr_h = int(width * square / dpi_x * scale), int(height * square / dpi_y * scale)
+    if ocr_w * ocr_h > settings.max_page_pixels or max(ocr_w, ocr_h) * DESKEW_GROWTH > MAX_OCR_SIDE:
+        raise InputRefused(
+            "too_many_pixels", f"page of {width}x{height} pixels at {dpi_x}x{dpi_y} dpi is {ocr_w}x{ocr_h} pixels "
+            f"read at {OCR_DPI} dpi; the limits are {settings.max_page_pixels} pixels and {MAX_OCR_SIDE} a side")
 
 
 # --- PDF ------------------------------------------------------------------------------------
@@ -311,7 +327,7 @@ def _native_page(page: pikepdf.Page, settings: Settings) -> RawPage | None:
         box = [float(v) for v in page.mediabox]
         dpi_x = int(round(image.width / (abs(box[2] - box[0]) / 72)))
         dpi_y = int(round(image.height / (abs(box[3] - box[1]) / 72)))
-        _check_pixels(image.width, image.height, settings)
+        _check_pixels(image.width, image.height, settings, (dpi_x, dpi_y))
         rotation = int(page.obj.get("/Rotate", 0)) % 360
         if image.filters == ["/DCTDecode"] and rotation == 0 and image.mode in ("L", "RGB") and _is_square(dpi_x, dpi_y):
             return RawPage(bytes(image.obj.read_raw_bytes()), "image/jpeg", dpi_x, 0, "native")
@@ -354,7 +370,7 @@ def _render_page(path: Path, number: int, page: pikepdf.Page, settings: Settings
     dpi = settings.render_dpi
     if square_inches * dpi * dpi > settings.max_render_pixels:  # a poster: enough resolution, not 300 dpi
         dpi = max(36, int((settings.max_render_pixels / square_inches) ** 0.5))
-    _check_pixels(int(abs(box[2] - box[0]) / 72 * dpi), int(abs(box[3] - box[1]) / 72 * dpi), settings)
+    _check_pixels(int(abs(box[2] - box[0]) / 72 * dpi), int(abs(box[3] - box[1]) / 72 * dpi), settings, (dpi, dpi))
     with tempfile.TemporaryDirectory(prefix="sohoa-render-") as tmp:
         try:
             files = convert_from_path(

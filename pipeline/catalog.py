@@ -62,6 +62,8 @@ class Procedure(BaseModel):
     optional: list[str] = Field(default_factory=list)
     conditional: list[Conditional] = Field(default_factory=list, description="Required only in some cases")
     counts: dict[str, int] = Field(default_factory=dict, description="Copies usually handed in (two ID cards to marry)")
+    maintenance: str = Field("Vĩnh viễn", description="Thời hạn bảo quản of its records (Decree 30/2020 Appendix VI)")
+    rights: str = Field("Hạn chế", description="Chế độ sử dụng: the records hold personal data")
 
     def known(self) -> set[str]:
         return {*self.required, *self.optional, *(c.type for c in self.conditional)}

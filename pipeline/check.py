@@ -18,12 +18,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from pipeline import layout
 from pipeline.archive import MANIFEST
 from pipeline.models import Manifest
 from storage import ObjectNotFound, Store
 
 Kind = Literal["tampered", "missing", "missing_original", "orphan", "incomplete", "unreadable_manifest"]
-PREFIX = "dossiers/"
 _OWN = ("history/", "decisions/")
 
 
@@ -58,16 +58,6 @@ def _sha256(store: Store, key: str) -> str:
         return digest.hexdigest()
 
 
-def _dossier_prefixes(store: Store) -> dict[str, list[str]]:
-    """Every key under each ``dossiers/<id>/`` (one listing of the whole archive)."""
-    found: dict[str, list[str]] = {}
-    for info in store.list(PREFIX):
-        rest = info.key[len(PREFIX):]
-        if "/" in rest:
-            found.setdefault(rest.split("/", 1)[0], []).append(info.key)
-    return found
-
-
 def _listed(store: Store, prefix: str, keys: list[str], report: CheckReport,
             ident: str) -> Iterator[tuple[str, str, int, bool, bool]]:
     """(key, sha256, size, is_original, listed by the current manifest) of every file the manifest and
@@ -89,14 +79,17 @@ def _listed(store: Store, prefix: str, keys: list[str], report: CheckReport,
 def check(store: Store, progress: Callable[[str], None] | None = None, hashes: bool = True) -> CheckReport:
     """Check every archived dossier; ``hashes=False`` compares sizes only (a quick pass)."""
     report = CheckReport(store=store.url)
-    for ident, keys in sorted(_dossier_prefixes(store).items()):
-        prefix = f"{PREFIX}{ident}/"
+    for prefix, keys in sorted(layout.dossier_prefixes(store).items()):
+        ident = prefix.rstrip("/").rsplit("/", 1)[-1]
         report.dossiers += 1
         if prefix + MANIFEST not in keys:
             report.problems.append(Problem(kind="incomplete", dossier_id=ident, key=prefix,
                                            detail=f"{len(keys)} object(s) but no {MANIFEST}: archiving did not finish"))
             continue
         present = set(keys)
+        problem = _manifest_problem(store, prefix + MANIFEST)
+        if problem:
+            report.problems.append(Problem(kind="tampered", dossier_id=ident, key=prefix + MANIFEST, detail=problem))
         known = {prefix + MANIFEST} | {k for k in keys if k[len(prefix):].startswith(_OWN)}
         seen: set[str] = set()
         for key, digest, size, is_original, current in _listed(store, prefix, keys, report, ident):
@@ -120,6 +113,15 @@ def check(store: Store, progress: Callable[[str], None] | None = None, hashes: b
         if progress:
             progress(ident)
     return report
+
+
+def _manifest_problem(store: Store, key: str) -> str | None:
+    """The manifest against the SHA-256 it was written with (its object metadata)."""
+    recorded = store.stat(key).metadata.get("sha256")
+    actual = hashlib.sha256(store.get_bytes(key)).hexdigest()
+    if recorded and recorded != actual:
+        return f"SHA-256 {actual[:16]}…, written with {recorded[:16]}…"
+    return None if recorded else "no SHA-256 recorded with the manifest"
 
 
 def _compare(store: Store, key: str, digest: str, size: int, hashes: bool) -> str | None:

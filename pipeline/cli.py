@@ -94,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--until", metavar="YYYY-MM-DD")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--save", action="store_true", help="also write reports/digitization-*.csv/json to the archive store")
+    find = commands.add_parser("find", help="earlier archived documents of a person or dossier, to reuse them "
+                                            "(tái sử dụng kết quả số hóa)")
+    find.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    find.add_argument("--cccd", metavar="NUMBER", help="a 12-digit CCCD or an old 9-digit CMND number")
+    find.add_argument("--dossier", metavar="CODE", help="dossier code (or dossier id)")
+    find.add_argument("--type", metavar="TYPE", help="document type (taxonomy code)")
+    find.add_argument("--procedure", metavar="CODE", help="procedure code such as 1.001193")
+    find.add_argument("--since", metavar="YYYY-MM-DD", help="received on or after this day (UTC)")
+    find.add_argument("--until", metavar="YYYY-MM-DD", help="received on or before this day (UTC)")
+    find.add_argument("--rebuild", action="store_true", help="rebuild the index from the archive's manifests first")
+    find.add_argument("--json", action="store_true", help="one JSON object per document")
     return parser
 
 
@@ -229,12 +240,13 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decisi
         from flows.result_storage import result_storage_for
         from prefect.task_runners import ThreadPoolTaskRunner
 
+        _one_line_errors()
         try:
             if server:
                 server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
             result_storage_for(settings.work)  # once per process, before the first dossier
         except Exception as exc:
-            message = f"cannot reach Prefect or the work store: {str(exc).splitlines()[0]}"
+            message = f"cannot reach Prefect or the work store: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
             print(f"sohoa: {message}", file=sys.stderr)
             return {item: failed(item, exc, message) for item in items}
         params = dict(archive=settings.archive, procedure=args.procedure, refresh=getattr(args, "refresh", None) or None)
@@ -253,6 +265,27 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decisi
             server.stop()
         raise
     # on success the server stops at exit, after Prefect has sent its last logs and events (atexit runs LIFO)
+
+
+class _NoTraceback(logging.Filter):
+    """On the terminal, a step that failed for an operational reason (storage, engine, disk) is the one
+    line its error says; Prefect's API handler, which runs first, keeps the traceback for the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipeline.errors import OcrError
+        from storage import StorageError
+
+        if record.exc_info and isinstance(record.exc_info[1], (StorageError, OcrError, OSError)):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _one_line_errors() -> None:
+    """Once Prefect has configured logging: its console handler (on the root logger) prints no traceback
+    for operational failures (a programming error still shows one)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler" and not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())
 
 
 @contextlib.contextmanager
@@ -515,6 +548,70 @@ def cmd_report(args: argparse.Namespace) -> int:
     return ExitCode.ok
 
 
+def cmd_find(args: argparse.Namespace) -> int:
+    """Look up what the archive already holds, so the counter does not ask for the same paper twice.
+    The index is a cache of the manifests: built on first use, rebuilt with --rebuild."""
+    import sqlite3
+
+    from pipeline import reuse_index
+    from storage import StorageError
+
+    problem = _find_problem(args)
+    if problem:
+        print(f"sohoa: {problem}", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings, archive, _ = _stores(args)
+        with reuse_index.index_for(settings, archive, rebuild_first=args.rebuild) as index:
+            hits = index.find(cccd=args.cccd, dossier_code=args.dossier, doc_type=args.type, procedure=args.procedure,
+                              since=args.since, until=args.until)
+    except (StorageError, ValueError, OSError, sqlite3.Error) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    for line in (h.model_dump_json() for h in hits) if args.json else _found_lines(hits, archive):
+        print(line)
+    dossiers = len({h.manifest_key for h in hits})
+    print(f"{len(hits)} document(s) in {dossiers} dossier(s)" if hits else "no archived document matches", file=sys.stderr)
+    return ExitCode.ok
+
+
+def _find_problem(args: argparse.Namespace) -> str | None:
+    """Why the criteria cannot be looked up (a mistyped number must not just find nothing), or None."""
+    from datetime import date
+
+    from pipeline import identifiers, reuse_index
+    from pipeline.catalog import taxonomy
+
+    if not any((args.cccd, args.dossier, args.type, args.procedure, args.since, args.until)):
+        return "find needs at least one of --cccd, --dossier, --type, --procedure, --since, --until"
+    if args.cccd is not None and (problem := reuse_index.person_id_problem(args.cccd)):
+        return f"--cccd {args.cccd!r} is not an ID number: {problem}"
+    if args.procedure is not None and not identifiers.PROCEDURE_CODE.match(args.procedure):
+        return f"--procedure {args.procedure!r} is not a procedure code (D.DDDDDD, e.g. 1.001193)"
+    if args.type is not None and args.type not in taxonomy().codes():
+        return f"--type {args.type!r} is not a document type; types are {', '.join(sorted(taxonomy().codes()))}"
+    for option, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            if value is not None:
+                date.fromisoformat(value)
+        except ValueError:
+            return f"{option} {value!r} is not a date (YYYY-MM-DD)"
+    return None
+
+
+def _found_lines(hits: list[Any], archive: Any) -> Iterator[str]:
+    """One line per dossier, then one per document with where its PDF is."""
+    previous = None
+    for hit in hits:
+        if hit.manifest_key != previous:
+            previous = hit.manifest_key
+            yield (f"{hit.dossier_id}  {hit.procedure or '-'}  {hit.status}  received {hit.received_at[:10]}  "
+                   f"revision {hit.revision}  {archive.url_for(hit.manifest_key)}")
+        numbers = f"  cccd {', '.join(hit.document_cccd)}" if hit.document_cccd else ""
+        where = archive.url_for(hit.file_key) if hit.file_key else "(no PDF of its own)"
+        yield f"  {hit.document:>2}. {hit.type}  pages {', '.join(map(str, hit.pages))}{numbers}  {where}"
+
+
 def _table(rows: list[Any]) -> str:
     names = ["agency", "station", "procedure", "period", "received", "archived", "passed", "needs_review", "rejected",
              "pages", "median_drop_to_archive_s", "duplicates", "refused", "failed"]
@@ -536,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "synth": cmd_synth, "schema": cmd_schema, "eval": cmd_eval, "train": cmd_train,
                 "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report,
-                "check": cmd_check}
+                "check": cmd_check, "find": cmd_find}
     return int(handlers[args.command](args))
 
 

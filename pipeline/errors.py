@@ -8,6 +8,8 @@ escapes a step is a failure of the system, not of the input.
 from __future__ import annotations
 
 import enum
+import errno
+import re
 
 
 class ExitCode(enum.IntEnum):
@@ -40,3 +42,25 @@ class OcrError(RuntimeError):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
+
+
+NO_SPACE = "no_space"  # the code of a failure caused by a full disk: the input is fine, free space and run again
+
+
+def no_space(exc: BaseException) -> str | None:
+    """A one-line message when ``exc`` comes from a full disk (ENOSPC anywhere in its chain), else None.
+
+    A write can fail with ENOSPC in many places (the work store, the temporary files of capture, OCR
+    and archiving, pikepdf, the S3 client's downloads); they are told apart once, where a failure
+    becomes an outcome. ``raise ... from None`` keeps the OSError as ``__context__``."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            said = (str(exc).strip().splitlines() or [""])[0]
+            if current is not exc and "No space left on device" in said and "<_io." not in said:
+                return said  # e.g. the store's "cannot write temp file for PATH: No space left on device"
+            name = str(current.filename or "")
+            name = (re.search(r"name='([^']*)'", name) or [None, name])[1]  # pikepdf: the repr of a file object
+            return f"no space left on device{f' writing {name}' if name else ''}"
+        current = current.__cause__ or current.__context__
+    return None

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import re
 
-DOSSIER_CODE = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}$")
-_DOSSIER_CODE_IN_TEXT = re.compile(r"(?<![\d.])(\d{3}\s?\.\s?\d{2}\s?\.\s?\d{2}\s?\.\s?[A-Z]\d{2}\s?-\s?\d{6}\s?-\s?\d{4})(?!\d)")
-PROCEDURE_CODE = re.compile(r"^\d\.\d{6}$")
-_PROCEDURE_IN_TEXT = re.compile(r"(?<![\d.])(\d\.\d{6})(?:\.\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2})?(?![\d])")
-_TWELVE_DIGITS = re.compile(r"(?<!\d)(\d{12})(?!\d)")
+# re.ASCII: \d is 0-9 and \s plain whitespace (a fullwidth or Arabic-Indic digit is another spelling of a
+# code, the same under NFKC); \Z, not $: "$" also matches before a final newline
+DOSSIER_CODE = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}\Z", re.ASCII)
+_DOSSIER_CODE_IN_TEXT = re.compile(r"(?<![\d.])(\d{3}\s?\.\s?\d{2}\s?\.\s?\d{2}\s?\.\s?[A-Z]\d{2}\s?-\s?\d{6}\s?-\s?\d{4})(?!\d)",
+                                   re.ASCII)
+PROCEDURE_CODE = re.compile(r"^\d\.\d{6}\Z", re.ASCII)
+_PROCEDURE_IN_TEXT = re.compile(r"(?<![\d.])(\d\.\d{6})(?:\.\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2})?(?![\d])", re.ASCII)
+_TWELVE_DIGITS = re.compile(r"(?<!\d)(\d{12})(?!\d)", re.ASCII)
 CCCD_MAX_PROVINCE = 96
 
 
@@ -36,7 +39,7 @@ def find_twelve_digit_numbers(text: str) -> list[str]:
 
 def cccd_problem(number: str) -> str | None:
     """Why ``number`` cannot be a CCCD (``PPP G YY NNNNNN``), or None when it can be."""
-    if not re.fullmatch(r"\d{12}", number):
+    if not re.fullmatch(r"\d{12}", number, re.ASCII):
         return "not 12 digits"
     province, century = int(number[:3]), int(number[3])
     if not 1 <= province <= CCCD_MAX_PROVINCE:

@@ -207,6 +207,60 @@ class Intake(_Model):
     dropped_at: str | None = Field(None, description="UTC ISO-8601 time the inbox stored the object")
 
 
+class _Record(BaseModel):
+    """Decree 30/2020 Appendix VI names (aliases) in JSON, so a records system can read them as they are."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DocumentRecord(_Record):
+    """Appendix VI metadata of one document (văn bản) of the dossier, from what the pipeline read."""
+
+    doc_ordinal: int = Field(alias="DocOrdinal", description="Số thứ tự văn bản trong hồ sơ")
+    type_name: str = Field(alias="TypeName", description="Tên loại văn bản (the taxonomy's label)")
+    code_number: str | None = Field(None, alias="CodeNumber", description="Số của văn bản, when read")
+    code_notation: str | None = Field(None, alias="CodeNotation", description="Ký hiệu của văn bản, when read")
+    issued_date: str | None = Field(None, alias="IssuedDate", description="Ngày tháng năm văn bản (ISO), when read")
+    organ_name: str | None = Field(None, alias="OrganName", description="Tên cơ quan ban hành, when read")
+    subject: str = Field(alias="Subject", description="Trích yếu: the title line read, else the type's label")
+    language: str = Field("Tiếng Việt", alias="Language")
+    page_amount: int = Field(alias="PageAmount", description="Số trang")
+    description: str | None = Field(None, alias="Description", description="Ghi chú: pages in the dossier, type source")
+    signer_info: str | None = Field(None, alias="SignerInfo", description="Người ký, when read")
+
+
+class DossierRecord(_Record):
+    """Appendix VI metadata of the dossier (hồ sơ)."""
+
+    file_code: str = Field(alias="FileCode", description="Mã hồ sơ: OrganId.FileCatalog.FileNotation")
+    organ_id: str = Field(alias="OrganId", description="Mã định danh cơ quan (the dossier code's agency part)")
+    file_catalog: str = Field(alias="FileCatalog", description="Mục lục số / năm hình thành hồ sơ")
+    file_notation: str = Field(alias="FileNotation", description="Số và ký hiệu hồ sơ (the dossier id)")
+    title: str = Field(alias="Title", description="Tiêu đề hồ sơ: procedure name and applicant")
+    maintenance: str = Field(alias="Maintenance", description="Thời hạn bảo quản (catalog data)")
+    rights: str = Field(alias="Rights", description="Chế độ sử dụng (catalog data)")
+    creator: str = Field(alias="Creator", description="Người lập hồ sơ: the agency (or the operator who decided)")
+    language: str = Field("Tiếng Việt", alias="Language")
+    start_date: str | None = Field(None, alias="StartDate", description="Earliest document date read, else the day received")
+    end_date: str | None = Field(None, alias="EndDate", description="Latest document date read, else the day received")
+    doc_total: int = Field(alias="DocTotal")
+    page_total: int = Field(alias="PageTotal")
+    description: str = Field(alias="Description", description="Procedure code, outcome of verification")
+
+
+class RecordsMetadata(_Record):
+    dossier: DossierRecord
+    documents: list[DocumentRecord]
+
+
+class Protection(_Model):
+    """Object lock on the archived files, as the bucket reported it (none on servers without object lock)."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    retain_until: str | None = Field(None, description="UTC ISO-8601 date the files may not be deleted before")
+    source: Literal["bucket_default", "per_object", "unsupported", "not_requested"] = "unsupported"
+
+
 class Manifest(_Model):
     """The archive's record of one dossier; written last, so its presence marks a complete archive."""
 
@@ -226,6 +280,8 @@ class Manifest(_Model):
                                                " (earlier revisions are kept under history/)")
     decisions: list[Decision] = Field(default_factory=list, description="Operator decisions, oldest first")
     intake: Intake | None = Field(None, description="The inbox drop it came from (None: given directly)")
+    records: RecordsMetadata | None = Field(None, description="Decree 30/2020 Appendix VI metadata (records systems)")
+    protection: Protection | None = Field(None, description="Object lock / retention of the archived files")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from pipeline.errors import InputRefused
+from pipeline.errors import NO_SPACE, InputRefused, no_space
 from pipeline.models import Outcome, Reason
 from storage import Store
 
@@ -62,6 +62,9 @@ def refuse(store: Store, path: Path, refusal: InputRefused, *, sha256: str | Non
 
 def failed(item: str, exc: BaseException, message: str | None = None, code: str | None = None) -> Outcome:
     """The outcome of a dossier that failed for a reason other than its input: the error's first line."""
+    full = None if message else no_space(exc)
+    if full:
+        message, code = full, NO_SPACE
     text = message or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     return Outcome(input=safe_name(item), status="failed",
                    reason=Reason(code=code or getattr(exc, "code", type(exc).__name__), message=text))

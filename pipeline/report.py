@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pipeline import inbox as inboxes
-from pipeline.archive import MANIFEST
+from pipeline import layout
 from pipeline.models import Manifest
 from pipeline.quarantine import QuarantineReason
 from storage import Store
@@ -47,11 +47,9 @@ class ReportRow(BaseModel):
     failed: int = 0
 
 
-def agency_of(dossier_id: str | None) -> str:
-    """``000.00.00.H49-260325-6668`` -> ``000.00.00.H49``; ids that are not dossier codes: unknown."""
-    if dossier_id and dossier_id.count("-") == 2 and "." in dossier_id.split("-")[0]:
-        return dossier_id.split("-")[0]
-    return UNKNOWN
+def _agency(manifest: Manifest) -> str:
+    """The agency the archive files the dossier under (the configured one when no dossier code was read)."""
+    return manifest.records.dossier.organ_id if manifest.records else layout.agency_of(manifest.dossier_id)
 
 
 def period_of(iso: str | None, period: Period) -> str:
@@ -67,8 +65,7 @@ def _seconds(start: str | None, end: str) -> float | None:
 
 
 def manifests(store: Store) -> list[Manifest]:
-    keys = [i.key for i in store.list("dossiers/") if i.key.endswith("/" + MANIFEST) and i.key.count("/") == 2]
-    return [Manifest.model_validate_json(store.get_bytes(key)) for key in keys]
+    return [Manifest.model_validate_json(store.get_bytes(key)) for key in layout.manifest_keys(store)]
 
 
 def build(archive: Store, inbox: Store | None = None, period: Period = "month", since: str | None = None,
@@ -88,7 +85,7 @@ def build(archive: Store, inbox: Store | None = None, period: Period = "month", 
     for manifest in archived.values():
         intake = manifest.intake
         when = (intake.dropped_at if intake else None) or manifest.created_at
-        target = row(agency_of(manifest.dossier_id), intake.station if intake else UNKNOWN, manifest.procedure, when)
+        target = row(_agency(manifest), intake.station if intake else UNKNOWN, manifest.procedure, when)
         if target is None:
             continue
         target.received += 1
@@ -103,7 +100,7 @@ def build(archive: Store, inbox: Store | None = None, period: Period = "month", 
         if outcome.status not in counted:
             continue  # archived drops are counted from their manifests
         earlier = archived.get(outcome.dossier_id or "")
-        target = row(agency_of(outcome.dossier_id), outcome.drop.station, earlier.procedure if earlier else None,
+        target = row(layout.agency_of(outcome.dossier_id), outcome.drop.station, earlier.procedure if earlier else None,
                      outcome.drop.dropped_at or outcome.at)
         if target is not None:
             target.received += 1

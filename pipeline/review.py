@@ -11,7 +11,6 @@ learns from.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from pipeline import layout, reuse_index
+from pipeline import archive as archiving
 from pipeline.archive import MANIFEST
 from pipeline.keys import sha256_bytes
 from pipeline.models import (
@@ -28,26 +29,23 @@ from pipeline.models import (
 from pipeline.settings import Settings
 from storage import ObjectExists, ObjectNotFound, Store, materialize, open_store
 
-_DOSSIER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
-
 
 class ReviewError(ValueError):
     """A decision that cannot be applied (unknown dossier, type or document; a concurrent decision)."""
 
 
-def dossier_prefix(dossier_id: str) -> str:
-    """``dossiers/<id>/`` for a valid dossier id; ids are codes or content hashes, never paths."""
-    if not _DOSSIER_ID.match(dossier_id) or ".." in dossier_id:
-        raise ReviewError(f"{dossier_id!r} is not a dossier id")
-    return f"dossiers/{dossier_id}/"
-
-
 def load(store: Store, dossier_id: str) -> tuple[str, Manifest]:
-    prefix = dossier_prefix(dossier_id)
+    """(prefix, current manifest) of an archived dossier; ids are codes or content hashes, never paths."""
+    try:
+        prefix = layout.locate(store, dossier_id)
+    except layout.LayoutError:
+        raise ReviewError(f"{dossier_id!r} is not a dossier id") from None
+    if prefix is None:
+        raise ReviewError(f"no archived dossier {dossier_id} in {store.url}")
     try:
         return prefix, Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
     except ObjectNotFound:
-        raise ReviewError(f"no archived dossier {dossier_id} in {store.url}") from None
+        raise ReviewError(f"dossier {dossier_id} has no manifest: its archive is incomplete (run sohoa check)") from None
 
 
 def decide(manifest: Manifest, *, by: str, codes: set[str], types: dict[int, str] | None = None,
@@ -225,8 +223,8 @@ def record(store: Store, prefix: str, before: Manifest, after: Manifest) -> str:
 def _promote(store: Store, prefix: str, manifest: Manifest) -> None:
     decision = manifest.decisions[-1]
     _put_new(store, f"{prefix}decisions/{manifest.revision:04d}-{decision.id}.json", decision.model_dump_json().encode())
-    data = manifest.to_json().encode()
-    store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
+    archiving.write_manifest(store, prefix, manifest)
+    reuse_index.record_archived(Settings(archive=store.url), manifest, prefix + MANIFEST)
 
 
 def carry_over(previous: Manifest, new: Manifest) -> Manifest:
@@ -267,6 +265,8 @@ def settle(dossier_id: str, decision: ReviewDecision, capture: CaptureResult, oc
     corrected = apply_decision(before, decision, codes=codes)  # checks the decision; documents as set
     reclassified = classifying.with_documents(classified, corrected.documents, decision.procedure, ocr, settings)
     verified = verifying.verify(capture, ocr, reclassified, settings, key="review")
+    verified = verifying.with_reuse(verified, reclassified, settings,
+                                    reuse_index.earlier_documents(settings, reclassified, capture.source.sha256, store))
     after = apply_decision(before, decision, codes=codes, verification=verified.verification,
                            now=datetime.fromisoformat(corrected.decisions[-1].at))
     documents = [d.model_copy(update={"fields": r.fields}) for d, r in zip(after.documents, reclassified.documents)]

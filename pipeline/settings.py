@@ -64,3 +64,13 @@ class Settings(BaseSettings):
     link_expires_s: int = Field(3600, ge=60, le=604800, description="Lifetime of presigned links in review artifacts (S3)")
     ocr_concurrency: str | None = Field(None, description="Name of a Prefect global concurrency limit that every OCR step "
                                                           "takes a slot of (several workers, one budget of OCR)")
+    # archive
+    agency: str = Field("unknown", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                        description="Agency code (e.g. 000.00.00.H49) for dossiers whose dossier code was not read: "
+                                    "the first folder of the archive layout")
+    retention_days: int | None = Field(None, ge=1, le=36500, description="Object-lock retention of archived files, in days, "
+                                       "on buckets with object lock (default: the bucket's own default retention)")
+    retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field("GOVERNANCE", description="Object-lock mode for retention_days")
+    # reuse
+    index: str | None = Field(None, description="SQLite file of the reuse index (sohoa find); default: beside a local archive "
+                                                "(.sohoa-index/), else ~/.cache/sohoa/index-<hash of the archive URL>.sqlite")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from pipeline import model as classifier
-from pipeline.archive import MANIFEST
+from pipeline import layout
 from pipeline.catalog import taxonomy
 from pipeline.models import Manifest
 from pipeline.settings import Settings
@@ -29,8 +29,7 @@ class Harvest(BaseModel):
 
 def manifests(store: Store) -> list[str]:
     """Keys of the current manifest of every archived dossier."""
-    return [info.key for info in store.list("dossiers/")
-            if info.key.endswith("/" + MANIFEST) and info.key.count("/") == 2]
+    return layout.manifest_keys(store)
 
 
 def harvest(store: Store, codes: set[str], progress: Callable[[str], None] = lambda _: None) -> Harvest:

@@ -14,12 +14,16 @@ it to review, warnings and notes are kept for the record only. Four families:
 - consistency across documents: the applicant's ID number and name against the ID-card copies,
   the child's name on the declaration and the hospital's certificate, the receipt's procedure
   against the one the documents add up to.
+
+Besides them, a note (``info``, never changing the status) when the caller looked the person up
+(``earlier``): required components this person already handed in with an earlier dossier.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pipeline import fields as labelled
 from pipeline import identifiers
@@ -27,6 +31,9 @@ from pipeline.catalog import Procedure, Taxonomy, catalog, taxonomy
 from pipeline.keys import step_key
 from pipeline.models import CaptureResult, Check, ClassifyResult, OcrResult, Status, Verification, VerifyResult
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.reuse_index import Hit
 
 VERSION = "3"  # 2: QR/printed agreement, resolution; 3: bilingual checks, fields, consistency, quality
 MIN_LEGAL_DPI = 200  # digital copies must be at least 200 dpi (DOMAIN.md)
@@ -164,12 +171,19 @@ def is_proxy(classified: ClassifyResult) -> bool:
     return bool(submitters and applicants) and not any(labelled.same_name(s, a) for s in submitters for a in applicants)
 
 
-def check_components(classified: ClassifyResult, settings: Settings | None = None) -> tuple[Check, list[str]]:
-    procedure = _procedure(classified, settings or Settings())
-    present = {d.type for d in classified.documents}
+def required_types(classified: ClassifyResult, settings: Settings) -> list[str]:
+    """The components the dossier's procedure requires, a power of attorney included when handed in by proxy."""
+    procedure = _procedure(classified, settings)
     required = list(procedure.required) if procedure else []
     if procedure and is_proxy(classified):
         required += [c.type for c in procedure.conditional if c.when == "proxy"]
+    return required
+
+
+def check_components(classified: ClassifyResult, settings: Settings | None = None) -> tuple[Check, list[str]]:
+    procedure = _procedure(classified, settings or Settings())
+    present = {d.type for d in classified.documents}
+    required = required_types(classified, settings or Settings())
     missing = [t for t in required if t not in present]
     ok = procedure is not None and not missing
     return _check("components.required", ok, "error",
@@ -357,6 +371,43 @@ def check_receipt_procedure(classified: ClassifyResult) -> Check:
                   receipt=printed if isinstance(printed, str) else None, detected=inferred if isinstance(inferred, str) else None)
 
 
+# --- reuse ---------------------------------------------------------------------------------
+
+
+def check_reuse(classified: ClassifyResult, settings: Settings, earlier: list[Hit]) -> Check:
+    """Required components this person already handed in with an earlier dossier (``earlier``, from
+    ``reuse_index.earlier_documents``): a note for the counter, who need not ask for the paper again;
+    never a reason to stop the dossier, so it is ``info`` and ``ok``. Only documents that name one of
+    this dossier's ID numbers themselves count (the person's ID card, their own form)."""
+    people = [n for n in classified.fields.get("cccd") or [] if isinstance(n, str)]
+    required = required_types(classified, settings)
+    code = classified.fields.get("dossier_code")
+    found = [h for h in earlier if h.type in required and h.cccd in people and h.cccd in h.document_cccd
+             and code not in (h.dossier_id, h.dossier_code)]
+    dossiers = list(dict.fromkeys(h.dossier_id for h in found))
+    shown = "; ".join(f"{t} in {', '.join(dict.fromkeys(h.dossier_id for h in found if h.type == t))}"
+                      for t in dict.fromkeys(h.type for h in found))
+    return _check("reuse.existing_document", True, "info",
+                  f"required components already archived for the same person, to reuse: {shown}" if found else
+                  "no required component of this procedure is archived yet for the same person" if people else
+                  "no valid ID number read: earlier documents cannot be looked up",
+                  f"thành phần bắt buộc đã được số hóa cho cùng công dân, có thể tái sử dụng: {shown.replace(' in ', ' tại ')}"
+                  if found else "chưa có thành phần bắt buộc nào của thủ tục này được số hóa cho cùng công dân" if people
+                  else "không đọc được số định danh hợp lệ nên chưa tra cứu được kết quả số hóa trước đây",
+                  earlier=dossiers, documents=list(dict.fromkeys(f"{h.dossier_id}:{h.document}:{h.type}" for h in found)),
+                  cccd=people, required=required)
+
+
+def with_reuse(verified: VerifyResult, classified: ClassifyResult, settings: Settings, earlier: list[Hit] | None) -> VerifyResult:
+    """``verified`` with the reuse note (replacing any earlier one), the status as it was: for a caller that
+    looks the person up after a cached verify step, since the lookup is not part of the step's key."""
+    if earlier is None:
+        return verified
+    checks = [c for c in verified.verification.checks if c.id != "reuse.existing_document"]
+    checks.append(check_reuse(classified, settings, earlier))
+    return verified.model_copy(update={"verification": verified.verification.model_copy(update={"checks": checks})})
+
+
 def decide(checks: list[Check]) -> Status:
     failed = {c.severity for c in checks if not c.ok}
     if "fatal" in failed:
@@ -364,7 +415,11 @@ def decide(checks: list[Check]) -> Status:
     return "needs_review" if "error" in failed else "passed"
 
 
-def verify(capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, settings: Settings, key: str) -> VerifyResult:
+def verify(capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, settings: Settings, key: str,
+           earlier: list[Hit] | None = None) -> VerifyResult:
+    """The checks and the status they make. ``earlier``: the person's archived documents
+    (``reuse_index.earlier_documents``), looked up by the caller so that this stays a function of its
+    inputs; None (not looked up) leaves the reuse note out."""
     tax = taxonomy(settings.taxonomy)
     components, missing = check_components(classified, settings)
     checks = [
@@ -390,4 +445,6 @@ def verify(capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult, s
         *check_agreement(classified, tax),
         check_receipt_procedure(classified),
     ]
+    if earlier is not None:
+        checks.append(check_reuse(classified, settings, earlier))  # info: the status stays what the others make it
     return VerifyResult(key=key, status=decide(checks), verification=Verification(checks=checks, missing=missing))

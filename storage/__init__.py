@@ -20,6 +20,7 @@ from .base import (
     ObjectNotFound,
     StorageError,
     Store,
+    redact_userinfo,
     validate_key,
 )
 from .config import S3Settings
@@ -54,7 +55,7 @@ def open_store(url: str | os.PathLike[str], s3: S3Settings | None = None) -> Sto
     if isinstance(url, os.PathLike):
         return LocalStore(url)
     if not isinstance(url, str) or not url.strip():
-        raise StorageError(f"unsupported store URL {url!r}: expected a path, file:// or s3:// URL")
+        raise StorageError(f"unsupported store URL {redact_userinfo(url)!r}: expected a path, file:// or s3:// URL")
     if url.startswith("s3://"):
         from .s3 import S3Store
 
@@ -62,15 +63,15 @@ def open_store(url: str | os.PathLike[str], s3: S3Settings | None = None) -> Sto
     if url.startswith("file:"):
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-            raise StorageError(f"unsupported store URL {url!r}: file URLs must be file:///absolute/path")
+            raise StorageError(f"unsupported store URL {redact_userinfo(url)!r}: file URLs must be file:///absolute/path")
         path = unquote(parts.path)
         if not path:
-            raise StorageError(f"unsupported store URL {url!r}: no path")
+            raise StorageError(f"unsupported store URL {redact_userinfo(url)!r}: no path")
         return LocalStore(path)
     scheme = urlsplit(url).scheme
     # One-letter "schemes" are Windows drive letters (C:\data), i.e. plain paths.
     if "://" in url or (scheme and len(scheme) > 1 and ":" in url and not os.path.exists(url)):
-        raise StorageError(f"unsupported store URL {url!r}: expected a path, file:// or s3:// URL")
+        raise StorageError(f"unsupported store URL {redact_userinfo(url)!r}: expected a path, file:// or s3:// URL")
     return LocalStore(url)
 
 

@@ -14,8 +14,12 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pydantic
+
+if TYPE_CHECKING:
+    from .lock import LockPolicy, Mode
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -101,6 +105,12 @@ def validate_key(key: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidKey(f"object key {key!r} has an empty, '.' or '..' path segment")
     return key
+
+
+def redact_userinfo(url: str) -> str:
+    """``url`` as it may be shown in a message: credentials someone wrote into it (``scheme://user:secret@``) masked."""
+    # user@ or user:secret@, the secret possibly holding '/' (S3 secret keys do), which ends a URL's authority
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#@]*@|[^/?#@:]*:[^@]*@)", r"\1***@", url)
 
 
 def check_not_reserved(key: str) -> str:
@@ -248,6 +258,16 @@ class Store(abc.ABC):
     def share_url(self, key: str, expires_s: int) -> str | None:
         """A link a browser can open for ``expires_s`` seconds (S3: a presigned GET), or None (local stores)."""
         return None
+
+    def lock_policy(self) -> LockPolicy:
+        """Whether the store keeps objects under object lock (S3 buckets with it); local stores do not."""
+        from .lock import LockPolicy
+
+        return LockPolicy()
+
+    def protect(self, key: str, mode: Mode, until: datetime) -> None:
+        """Retain ``key`` until ``until`` (only where :meth:`lock_policy` is enabled)."""
+        raise StorageError(f"{self.url} has no object lock")
 
     @abc.abstractmethod
     def ensure_ready(self) -> None:

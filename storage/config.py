@@ -36,7 +36,9 @@ class S3Settings(BaseSettings):
     Credentials fall back to the standard ``AWS_*`` variables.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SOHOA_S3_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a validation error must not echo what was given (an endpoint with credentials in it)
+    model_config = SettingsConfigDict(env_prefix="SOHOA_S3_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     endpoint: str = "127.0.0.1:9000"
     access_key: SecretStr | None = Field(

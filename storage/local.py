@@ -75,7 +75,14 @@ class LocalStore(Store):
         return check_not_reserved(validate_key(key))
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        """The key's path; StorageError when a symbolic link is on the way (someone who can write under the
+        root, a station's shared inbox folder, could otherwise point a key anywhere on this machine)."""
+        path = self.root
+        for part in key.split("/"):
+            path = path / part
+            if path.is_symlink():
+                raise StorageError(f"{path} is a symbolic link: not followed")
+        return path
 
     def _meta_path(self, key: str) -> Path:
         return self._meta_root / (key + ".json")
@@ -316,6 +323,8 @@ class LocalStore(Store):
                 d for d in dirnames if (rel_dir + d + "/").startswith(prefix) or prefix.startswith(rel_dir + d + "/")
             ]
             for name in filenames:
+                if os.path.islink(os.path.join(dirpath, name)):
+                    continue  # never listed, never read (see _path)
                 k = rel_dir + name
                 if not k.startswith(prefix):
                     continue
@@ -327,7 +336,7 @@ class LocalStore(Store):
         keys.sort()
         for k in keys:
             try:
-                st = os.stat(self._path(k))
+                st = os.lstat(self.root / k)
             except OSError:
                 continue
             if stat_mod.S_ISREG(st.st_mode):

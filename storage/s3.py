@@ -16,9 +16,10 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import urllib3.exceptions
 from minio import Minio
@@ -35,12 +36,14 @@ from .base import (
     StorageError,
     Store,
     check_not_reserved,
+    redact_userinfo,
     validate_content_type,
     validate_key,
     validate_metadata,
     validate_prefix,
 )
 from .config import S3Settings
+from .lock import LockPolicy, Mode, read_policy, set_retention
 from .local import _atomic_write_from
 
 __all__ = ["S3Store", "parse_s3_url"]
@@ -53,15 +56,19 @@ _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchVersion"}
 _EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _UNSUPPORTED_CODES = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
 _PROBE_DIR = ".sohoa/probe/"
+#: Values of presigned-URL and Authorization-header parameters that grant access (or name the key).
+_SIGNED_PARAM = re.compile(r"(?i)\b((?:X-Amz-)?(?:Credential|Signature|Security-Token)|AWSAccessKeyId)=[^&\s,\"'<>)]*")
+
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """Split ``s3://bucket[/prefix]`` into (bucket, normalised prefix ending in '/' or '')."""
     parts = urlsplit(url)
+    shown = redact_userinfo(url)  # error messages end up in logs: never echo credentials written into the URL
     if parts.scheme != "s3" or not parts.netloc:
-        raise StorageError(f"not an s3://bucket[/prefix] URL: {url!r}")
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        raise StorageError(f"s3 URL must be s3://bucket[/prefix] without query, fragment or credentials: {url!r}")
+        raise StorageError(f"not an s3://bucket[/prefix] URL: {shown!r}")
+    if parts.query or parts.fragment or "@" in parts.netloc or shown != url:
+        raise StorageError(f"s3 URL must be s3://bucket[/prefix] without query, fragment or credentials: {shown!r}")
     bucket = parts.netloc
     try:
         check_bucket_name(bucket, strict=True)
@@ -72,7 +79,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         try:
             validate_key(prefix)
         except InvalidKey as exc:
-            raise StorageError(f"invalid prefix in {url!r}: {exc}") from None
+            raise StorageError(f"invalid prefix in {shown!r}: {exc}") from None
         prefix += "/"
     return bucket, prefix
 
@@ -97,9 +104,10 @@ class S3Store(Store):
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         s = self.settings
         self._endpoint = s.host_port
-        self._secrets = [
-            v.get_secret_value() for v in (s.access_key, s.secret_key) if v is not None and v.get_secret_value()
-        ]
+        raw = [v.get_secret_value() for v in (s.access_key, s.secret_key) if v is not None and v.get_secret_value()]
+        # as written, and as they would appear url-encoded (a secret key holds '/' and '+'), longest first
+        self._secrets = sorted({form for value in raw for form in (value, quote(value, safe=""), quote_plus(value))},
+                               key=len, reverse=True)
         try:
             self._client = Minio(
                 self._endpoint,
@@ -112,12 +120,18 @@ class S3Store(Store):
             raise StorageError(self._scrub(f"invalid S3 settings for {self._endpoint}: {exc}")) from None
         self._cond_lock = threading.Lock()
         self._cond_supported: bool | None = None
+        self._lock_policy: LockPolicy | None = None
 
     # ------------------------------------------------------------------ helpers
     def _scrub(self, text: str) -> str:
-        """Single line, credentials masked: error texts end up in logs and Prefect UIs."""
+        """Single line, credentials and signatures masked: error texts end up in logs and Prefect UIs.
+
+        A server or proxy may echo the request in its error (a presigned URL is a bearer token
+        until it expires), so signed parameters are masked as well as the configured keys.
+        """
         for secret in self._secrets:
             text = text.replace(secret, "***")
+        text = _SIGNED_PARAM.sub(lambda m: f"{m.group(1)}=***", text)
         return " ".join(text.split())
 
     def _name(self, key: str) -> str:
@@ -413,6 +427,15 @@ class S3Store(Store):
 
         with self._errors(f"presign {key}"):
             return self._client.presigned_get_object(self.bucket, self._name(key), expires=timedelta(seconds=expires_s))
+
+    def lock_policy(self) -> LockPolicy:
+        """The bucket's object lock, read once (storage/lock.py: never a request that could write)."""
+        if self._lock_policy is None:
+            self._lock_policy = read_policy(self)
+        return self._lock_policy
+
+    def protect(self, key: str, mode: Mode, until: datetime) -> None:
+        set_retention(self, key, mode, until)
 
     def ensure_ready(self) -> None:
         """Check the bucket (creating it if ``settings.create_bucket``); fail fast on bad endpoint/credentials."""

@@ -157,3 +157,66 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     monkeypatch.setenv("SOHOA_S3_REGION", s3_server.region)
     monkeypatch.delenv("SOHOA_S3_SECURE", raising=False)
     return s3_server
+
+
+class Ministack:
+    """A ministack process of one test's own (own port, own data dir) that the test can kill and start
+    again: with S3_PERSIST=1 every object is on disk before it is acknowledged, so it survives a SIGKILL."""
+
+    def __init__(self, binary: Path, base: Path) -> None:
+        self.binary = binary
+        self.base = base
+        self.data_dir = base / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = base / "ministack.log"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """SOHOA_S3_* for a subprocess (a CLI) that talks to this server."""
+        return {"SOHOA_S3_ENDPOINT": self.url, "SOHOA_S3_ACCESS_KEY": "sohoa-test",
+                "SOHOA_S3_SECRET_KEY": "sohoa-test-secret", "SOHOA_S3_REGION": "us-east-1"}
+
+    def settings(self) -> S3Settings:
+        return S3Settings(endpoint=self.url, access_key="sohoa-test", secret_key="sohoa-test-secret",
+                          region="us-east-1", create_bucket=True)
+
+    def start(self) -> Ministack:
+        """Start (or start again, on the same port and data) and wait until S3 answers."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        env = {**os.environ, "GATEWAY_PORT": str(self.port), "BIND_HOST": "127.0.0.1", "SERVICES": "s3",
+               "S3_PERSIST": "1", "S3_DATA_DIR": str(self.data_dir), "LOG_LEVEL": "WARNING"}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([str(self.binary)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.base)
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while not _healthy(self.url):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"ministack on {self.url} did not become healthy; log {self.log_path}:\n"
+                            f"{_log_tail(self.log_path)}", pytrace=False)
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, as in a crash or a pulled cable (no graceful shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture
+def restartable_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ministack]:
+    """A started ministack of this test's own, to kill and restart (``kill()``, ``start()``); stopped at the end."""
+    server = Ministack(_ministack_binary(), tmp_path_factory.mktemp("ministack-own"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import check
 from storage import open_store
+from tests.archived import expected_prefix
 
 pytestmark = pytest.mark.slow
 SOHOA = str(Path(sys.executable).parent / "sohoa")
@@ -39,7 +40,7 @@ def test_check_reports_exactly_the_tampered_file_and_the_orphan(birth_pdf, archi
     assert clean.returncode == 0 and "0 problem(s)" in clean.stderr, clean.stdout + clean.stderr
 
     store = open_store(archive_url)
-    prefix = f"dossiers/{truth.dossier_code}/"
+    prefix = expected_prefix(truth.dossier_code, "1.001193")
     manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
     tampered = manifest["files"]["document_02"]["key"]
     data = bytearray(store.get_bytes(tampered))
@@ -64,6 +65,6 @@ def test_check_reports_exactly_the_tampered_file_and_the_orphan(birth_pdf, archi
 def test_an_archive_without_its_manifest_and_a_lost_original_are_reported(tmp_path):
     store = open_store(str(tmp_path / "archive"))
     store.ensure_ready()
-    store.put_bytes("dossiers/000.00.00.H49-261201-0001/original.pdf", b"%PDF half written")
+    store.put_bytes("dossiers/000.00.00.H49/1.001193/2026/000.00.00.H49-261201-0001/original.pdf", b"%PDF half written")
     report = check.check(store)
     assert [(p.kind, p.dossier_id) for p in report.problems] == [("incomplete", "000.00.00.H49-261201-0001")]

@@ -19,6 +19,7 @@ from PIL import Image
 from pipeline import synth
 from pipeline.models import Manifest
 from storage import open_store
+from tests.archived import expected_prefix
 
 pytestmark = pytest.mark.slow
 SOHOA = str(Path(sys.executable).parent / "sohoa")
@@ -58,12 +59,13 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     code, [first], stderr = sohoa(str(path), "--archive", archive_url, env=env)
     assert code == 0, stderr
     assert first["status"] == "passed" and first["dossier_id"] == truth.dossier_code
-    assert first["manifest"] == f"{archive_url}/dossiers/{truth.dossier_code}/manifest.json"
+    prefix = expected_prefix(truth.dossier_code, "1.001193")  # agency / procedure / year / dossier code
+    assert first["manifest"] == f"{archive_url}/{prefix}manifest.json"
     assert first["cached_steps"] == []
     assert calls(log) == len(truth.pages)  # one tesseract pass per page
 
     archive = open_store(archive_url)
-    raw = json.loads(archive.get_bytes(f"dossiers/{truth.dossier_code}/manifest.json"))
+    raw = json.loads(archive.get_bytes(f"{prefix}manifest.json"))
     jsonschema.validate(raw, SCHEMA)
     manifest = Manifest.model_validate(raw)
     assert raw["schema"] == "sohoa.manifest/1"

@@ -200,8 +200,9 @@ def test_twenty_dossiers_from_two_stations_are_archived_exactly_once(tmp_path, s
     assert json.loads(tables[0]["data"])[-1]["received"] == 20  # the total row of the table artifact
     assert len(list((archive / "reports").glob("digitization-month-*.csv"))) == 1
     assert sum(r["needs_review"] for r in report) == 19  # incomplete dossiers: archived, moved out, waiting for a person
-    assert {p.name for p in (archive / "dossiers").iterdir()} == codes  # 19 dossiers, 20 drops: one archive each
-    assert all(json.loads(p.read_text())["revision"] == 1 for p in archive.glob("dossiers/*/manifest.json") if code not in str(p))
+    manifests = list(archive.glob("dossiers/*/*/*/*/manifest.json"))  # agency / procedure / year / dossier
+    assert sorted(p.parent.name for p in manifests) == sorted(codes)  # 19 dossiers, 20 drops: one archive each
+    assert all(json.loads(p.read_text())["revision"] == 1 for p in manifests if code not in str(p))
     assert store.exists(inbox.DONE + "station-a/03-again.pdf") and store.exists(inbox.DONE + "station-b/folder-200/READY")
     assert status["taken"] == 20 and status["new"] == [] and status["quarantined"] == 0 and status["done"] == 22
     assert len(taken_at_end) == 21

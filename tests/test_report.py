@@ -8,6 +8,7 @@ from pipeline import inbox, reprocess, report
 from pipeline.models import Intake
 from storage import open_store
 from tests.test_review import _manifest
+from tests.archived import put_archived
 
 
 def _archive(tmp_path):
@@ -22,7 +23,7 @@ def _archive(tmp_path):
     third = first.model_copy(update={"dossier_id": "000.00.00.K10-261201-0001", "created_at": "2026-12-01T09:00:00+00:00",
                                      "intake": None})
     for manifest in (first, second, third):
-        store.put_bytes(f"dossiers/{manifest.dossier_id}/manifest.json", manifest.to_json().encode())
+        put_archived(store, manifest)
     return store
 
 

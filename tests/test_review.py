@@ -10,6 +10,7 @@ from pipeline import review
 from pipeline.catalog import taxonomy
 from pipeline.models import Document, Manifest, ManifestPage, SourceInfo, Verification
 from storage import open_store
+from tests.archived import put_archived
 
 CODES = taxonomy().codes()
 DOSSIER = "000.00.00.H49-261127-0042"
@@ -36,7 +37,7 @@ def archive(request, tmp_path):
         url = str(tmp_path / "archive")
     store = open_store(url)
     store.ensure_ready()
-    store.put_bytes(f"dossiers/{DOSSIER}/manifest.json", _manifest().to_json().encode())
+    put_archived(store, _manifest())
     return store
 
 
@@ -74,9 +75,9 @@ def test_a_rejection_keeps_its_reason():
 
 
 @pytest.mark.parametrize("hostile", ["../x", "a/b", "", "..", ".hidden"])
-def test_dossier_ids_are_never_paths(hostile):
-    with pytest.raises(review.ReviewError):
-        review.dossier_prefix(hostile)
+def test_dossier_ids_are_never_paths(archive, hostile):
+    with pytest.raises(review.ReviewError, match="not a dossier id"):
+        review.load(archive, hostile)
 
 
 def test_recorded_decisions_keep_every_revision_and_refuse_a_race(archive):

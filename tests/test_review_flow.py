@@ -219,7 +219,7 @@ def test_the_archive_check_deployment_fails_on_a_problem_and_lists_it(stack, tmp
 
     store = open_store(str(tmp_path / "archive"))
     store.ensure_ready()
-    store.put_bytes("dossiers/000.00.00.H49-261201-0009/original.pdf", b"%PDF cut short")  # no manifest.json
+    store.put_bytes("dossiers/000.00.00.H49/1.001193/2026/000.00.00.H49-261201-0009/original.pdf", b"%PDF cut short")  # no manifest.json
     run_id = stack.run("archive-check/archive-check", archive=str(tmp_path / "archive"))
     stack.wait_state(run_id, {"Failed"}, 120)
     artifacts = stack.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})

@@ -1,0 +1,21 @@
+"""Putting a manifest where the archive step would (pipeline/layout.py), for tests that build manifests by hand."""
+
+from __future__ import annotations
+
+from pipeline import archive as archiving
+from pipeline import layout
+from pipeline.models import Manifest
+from storage import Store
+
+
+def put_archived(store: Store, manifest: Manifest, agency: str = "unknown") -> str:
+    """Claim the dossier's place and write its manifest (with its SHA-256); returns the prefix."""
+    place = layout.Place.of(manifest.dossier_id, manifest.procedure, manifest.created_at, agency)
+    _, prefix = layout.claim(store, manifest.dossier_id, manifest.source.sha256, place)
+    archiving.write_manifest(store, prefix, manifest)
+    return prefix
+
+
+def expected_prefix(code: str, procedure: str) -> str:
+    """The layout of a dossier with a dossier code: dossiers/<agency>/<procedure>/<20YY>/<code>/."""
+    return f"dossiers/{code.split('-')[0]}/{procedure}/20{code.split('-')[1][:2]}/{code}/"
