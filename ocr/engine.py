@@ -251,10 +251,11 @@ def _read_pages(capture: CaptureResult, store: Store, settings: Settings, key: s
                 on_progress: Callable[[int, int], None] | None) -> list[_Page]:
     """Every page, in order: from its checkpoint when an interrupted run left one, else read now."""
     total = len(capture.pages)
+    left = {info.key for info in store.list(f"ocr/{key}/")}  # one listing, not a lookup per page
 
     def one(page: PageImage) -> _Page:
         source = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
-        kept, problem = _resume(store, key, page, source, workdir)
+        kept, problem = _resume(store, key, page, source, workdir) if _checkpoint_key(key, page.n) in left else (None, None)
         if kept is not None:
             return kept
         read_now = _read_and_keep(store, key, page, source, workdir, settings)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline import archive as archiving
 from pipeline import layout
 from pipeline.models import Manifest
-from storage import Store
+from storage import LocalStore, Store
 
 
 def put_archived(store: Store, manifest: Manifest, agency: str = "unknown") -> str:
@@ -19,3 +21,17 @@ def put_archived(store: Store, manifest: Manifest, agency: str = "unknown") -> s
 def expected_prefix(code: str, procedure: str) -> str:
     """The layout of a dossier with a dossier code: dossiers/<agency>/<procedure>/<20YY>/<code>/."""
     return f"dossiers/{code.split('-')[0]}/{procedure}/20{code.split('-')[1][:2]}/{code}/"
+
+
+def dossier_dir(archive: Path, ident: str) -> Path:
+    """The folder of archived dossier ``ident`` in a local archive, wherever the layout put it."""
+    prefix = layout.locate(LocalStore(archive), ident)
+    if prefix is None:
+        raise FileNotFoundError(f"no archived dossier {ident} in {archive}")
+    return archive / prefix
+
+
+def manifest_path(archive: Path, ident: str) -> Path:
+    """Where the manifest of ``ident`` is (or will be, once its place is claimed) in a local archive."""
+    prefix = layout.locate(LocalStore(archive), ident)
+    return archive / (prefix or f"index/dossiers/{ident}.missing/") / "manifest.json"

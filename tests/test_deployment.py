@@ -12,6 +12,7 @@ import pytest
 
 from flows.worker import UnsupportedEntrypoint, flow_module
 from tests.prefect_stack import Stack, wait
+from tests.archived import manifest_path
 
 
 
@@ -23,15 +24,15 @@ def test_deploy_all_then_workers_archive_dossiers(tmp_path, birth_pdf):
         archive = tmp_path / "archive"
         first = stack.run("process-dossier/process-dossier", source=str(birth_pdf[0]), archive=str(archive))
         code = birth_pdf[1].dossier_code
-        manifest = archive / "dossiers" / code / "manifest.json"
-        wait(manifest.exists, 240, f"the worker to archive {code} (see {stack.logs})")
+        wait(lambda: manifest_path(archive, code).exists(), 240, f"the worker to archive {code} (see {stack.logs})")
+        manifest = manifest_path(archive, code)
         assert json.loads(manifest.read_text())["status"] == "passed"
 
         # the batch deployment: same dossier into another archive, every step from the work store
         other = tmp_path / "archive-2"
         second = stack.run("process-batch/process-batch", sources=[str(birth_pdf[0])], archive=str(other))
-        manifest = other / "dossiers" / code / "manifest.json"
-        wait(manifest.exists, 240, f"the worker to archive {code} from a batch (see {stack.logs})")
+        wait(lambda: manifest_path(other, code).exists(), 240, f"the worker to archive {code} from a batch (see {stack.logs})")
+        manifest = manifest_path(other, code)
         steps = json.loads(manifest.read_text())["steps"]
         assert all(steps[name]["cached"] for name in ("capture", "ocr", "classify", "verify"))
 

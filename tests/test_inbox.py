@@ -15,6 +15,7 @@ import pytest
 from pipeline import inbox, synth
 from storage import open_store
 from tests.prefect_stack import BIN, PREFECT, Stack, wait
+from tests.archived import dossier_dir
 
 
 @pytest.fixture
@@ -171,7 +172,7 @@ def test_twenty_dossiers_from_two_stations_are_archived_exactly_once(tmp_path, s
         code = sorted(codes)[0]
         rerun = stack.run("reprocess/reprocess", dossier_ids=[code], from_step="verify", archive=str(archive))
         stack.wait_state(rerun, {"Completed"}, 240)
-        reprocessed = json.loads((archive / "dossiers" / code / "manifest.json").read_text())
+        reprocessed = json.loads((dossier_dir(archive, code) / "manifest.json").read_text())
 
         ranked = stack.run("digitization-report/digitization-report", archive=str(archive), inbox=url)
         stack.wait_state(ranked, {"Completed"}, 120)
@@ -185,7 +186,7 @@ def test_twenty_dossiers_from_two_stations_are_archived_exactly_once(tmp_path, s
         taken_at_end = inbox.taken(store)
     finally:
         stack.stop()
-    assert reprocessed["revision"] == 2 and (archive / "dossiers" / code / "history" / "manifest-0001.json").exists()
+    assert reprocessed["revision"] == 2 and (dossier_dir(archive, code) / "history" / "manifest-0001.json").exists()
     assert {n: s["cached"] for n, s in reprocessed["steps"].items() if n != "archive"} == {
         "capture": True, "ocr": True, "classify": True, "verify": False}
     by_station = {}

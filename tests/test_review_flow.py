@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import synth
 from tests.prefect_stack import BIN, Stack, wait
+from tests.archived import dossier_dir
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def _untitled_certificate(folder: Path, seed: int) -> tuple[Path, synth.SynthDos
 
 
 def _manifest(archive: Path, code: str) -> dict:
-    return json.loads((archive / "dossiers" / code / "manifest.json").read_text())
+    return json.loads((dossier_dir(archive, code) / "manifest.json").read_text())
 
 
 def _queued(archive: Path, code: str) -> dict | None:
@@ -118,7 +119,7 @@ def test_a_dossier_missing_a_component_suspends_and_passes_once_the_operator_typ
     changed = {c["field"]: c for c in decision["changes"]}
     assert changed["status"]["before"] == "needs_review" and changed["status"]["after"] == "passed"
     assert f"khac:{certificate}" in changed["documents"]["before"]
-    log = list((archive / "dossiers" / truth.dossier_code / "decisions").glob("*.json"))
+    log = list((dossier_dir(archive, truth.dossier_code) / "decisions").glob("*.json"))
     assert [json.loads(p.read_text())["id"] for p in log] == [decision["id"]]
     assert _queued(archive, truth.dossier_code) is None
 
