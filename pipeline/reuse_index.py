@@ -273,10 +273,6 @@ def usable(path: Path, store_url: str) -> bool:
     return row is None or row[0] == store_url
 
 
-def manifest_keys(store: Store) -> list[str]:
-    return layout.manifest_keys(store)
-
-
 def _load(store: Store, key: str) -> Manifest | None:
     """The manifest at ``key``; None (logged) for one that is gone or is not a manifest."""
     try:
@@ -298,7 +294,7 @@ def rebuild(store: Store, path: str | os.PathLike[str]) -> int:
         with open_index(temporary) as index:
             index._db.execute("PRAGMA synchronous = OFF")  # a crash loses only the temporary file
             index._db.execute("INSERT INTO meta VALUES ('store_url', ?)", (store.url,))
-            for key in manifest_keys(store):
+            for key in layout.manifest_keys(store):
                 manifest = _load(store, key)
                 if manifest is not None:
                     index.record(manifest, key, store.url)

@@ -27,16 +27,11 @@ class Harvest(BaseModel):
     skipped_types: dict[str, int]  # reviewed with a type the taxonomy no longer has
 
 
-def manifests(store: Store) -> list[str]:
-    """Keys of the current manifest of every archived dossier."""
-    return layout.manifest_keys(store)
-
-
 def harvest(store: Store, codes: set[str], progress: Callable[[str], None] = lambda _: None) -> Harvest:
     examples: list[classifier.Example] = []
     dossiers = reviewed = 0
     skipped: dict[str, int] = {}
-    keys = manifests(store)
+    keys = layout.manifest_keys(store)
     for count, key in enumerate(keys, start=1):
         manifest = Manifest.model_validate_json(store.get_bytes(key))
         texts = {page.n: page.text for page in manifest.pages if not page.blank}

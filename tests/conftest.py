@@ -56,3 +56,16 @@ def work_store(settings):
     store = open_store(settings.work)
     store.ensure_ready()
     return store
+
+
+@pytest.fixture
+def counting_tesseract(tmp_path: Path) -> tuple[str, Path]:
+    """A tesseract that logs each start, its arguments name the page: a test can count
+    passes and tell which pages were read."""
+    log = tmp_path / "tesseract-calls.log"
+    wrapper = tmp_path / "bin" / "tesseract"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec /usr/bin/tesseract "$@"\n')
+    wrapper.chmod(0o755)
+    log.touch()
+    return str(wrapper), log

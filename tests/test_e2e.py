@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import subprocess
 import sys
 import unicodedata
@@ -31,18 +30,6 @@ def sohoa(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dict
                           env={**os.environ, **(env or {})})
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     return done.returncode, lines, done.stderr
-
-
-@pytest.fixture
-def counting_tesseract(tmp_path: Path) -> tuple[str, Path]:
-    """A tesseract that logs each start, so a test can prove that a cached rerun starts none."""
-    log = tmp_path / "tesseract-calls.log"
-    wrapper = tmp_path / "bin" / "tesseract"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec /usr/bin/tesseract "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    log.touch()
-    return str(wrapper), log
 
 
 def calls(log: Path) -> int:

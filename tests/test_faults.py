@@ -284,18 +284,6 @@ def birth_pdf_4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, synth.S
                                    include=["phieu_tiep_nhan", "to_khai_khai_sinh", "giay_chung_sinh"])
 
 
-@pytest.fixture
-def tesseract_log(tmp_path: Path) -> tuple[str, Path]:
-    """A tesseract that logs each start (its arguments name the page), so a test can tell which pages were read."""
-    log = tmp_path / "tesseract-calls.log"
-    wrapper = tmp_path / "bin" / "tesseract"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec /usr/bin/tesseract "$@"\n')
-    wrapper.chmod(0o755)
-    log.touch()
-    return str(wrapper), log
-
-
 def pages_read(log: Path) -> list[int]:
     """Page numbers tesseract was started for (one pass each; the OCR copy's name is pNNNNrDDD)."""
     return sorted(int(m.group(1)) for line in log.read_text().splitlines() if "--psm" in line
@@ -319,11 +307,11 @@ def pdf_text(data: bytes, tmp: Path) -> str:
     return unicodedata.normalize("NFC", done.stdout)
 
 
-def test_a_run_killed_while_reading_pages_is_resumed_from_its_kept_pages(birth_pdf_4, tesseract_log, prefect_api, tmp_path):
+def test_a_run_killed_while_reading_pages_is_resumed_from_its_kept_pages(birth_pdf_4, counting_tesseract, prefect_api, tmp_path):
     """SIGKILL (the whole process group: CLI and tesseract) once two pages are kept; the rerun reads only
     the pages not kept (and one whose checkpoint was damaged), and archives what a clean run archives."""
     path, truth = birth_pdf_4
-    cmd, log = tesseract_log
+    cmd, log = counting_tesseract
     work, archive = tmp_path / "work", tmp_path / "archive"
     env = {"SOHOA_OCR_ENGINE": "cli", "SOHOA_TESSERACT_CMD": cmd, "SOHOA_JOBS": "1"}  # one page at a time: a wide window
     args = ["run", "--json", str(path), "--archive", str(archive), "--work", str(work)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import classify, reuse_index, synth, verify
+from pipeline import classify, layout, reuse_index, synth, verify
 from pipeline.archive import build_manifest
 from pipeline.cli import main
 from pipeline.models import CaptureResult, Manifest, OcrPage, OcrResult, PageImage, SourceInfo
@@ -173,7 +173,7 @@ def test_only_current_manifests_of_the_layout_are_indexed(tmp_path):
               "dossiers/000.00.00.H49/1.001193/2026/x/manifest.json.tmp"]
     for key in [current, *decoys]:
         store.put_bytes(key, b"{}")
-    assert list(reuse_index.manifest_keys(store)) == [current]
+    assert layout.manifest_keys(store) == [current]
 
 
 def test_sohoa_find_prints_the_persons_dossiers_and_links(archive, capsys):
