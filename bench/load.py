@@ -5,8 +5,8 @@
 
 Starts the local stack the way ``scripts/stack`` does (and ``tests/test_inbox.py``'s service test):
 an S3 server (ministack from ``.venv-s3``), a Prefect server, the seven deployments, one ``sohoa``
-worker on the pool (``--limit`` flow runs at a time, flows/worker.py) and ``sohoa watch`` on the
-inbox bucket. It first generates ``--dossiers`` distinct synthetic dossiers (pipeline/synth.py: the
+worker on the pool (``--limit`` flow runs at a time, sohoa/orchestration/worker.py) and ``sohoa watch`` on the
+inbox bucket. It first generates ``--dossiers`` distinct synthetic dossiers (dev/sohoa_dev/synth.py: the
 three procedures, 300 dpi scanned PDFs, each at least ``--pages-min`` pages, every dossier code
 different; not timed), then drops them all into the inbox across ``--stations`` stations and
 waits until every drop has been archived and moved to ``_sohoa/done/`` (or quarantined, which
@@ -82,7 +82,7 @@ def http_ok(url: str) -> bool:
 
 
 def _generate(job: tuple[str, str, int, int]) -> tuple[str, str, int]:
-    from pipeline import synth
+    from sohoa_dev import synth
 
     path, procedure, seed, pages_min = job
     include = list(synth.PROCEDURES[procedure]["default"])
@@ -255,7 +255,7 @@ class Stack:
             offset += 200
 
     def stop(self) -> None:
-        from flows.embedded import stop_process
+        from sohoa.orchestration.embedded import stop_process
 
         for name in ("watcher", "worker", "server", "s3"):  # Prefect's idle worker ignores SIGTERM: stop_process kills
             if name in self.processes and self.processes[name].poll() is None:
@@ -293,8 +293,8 @@ def main() -> int:
                                                      "SOHOA_S3_SECRET_KEY", "SOHOA_S3_REGION")})
         for name in ("SOHOA_S3_SECURE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             os.environ.pop(name, None)
-        from pipeline import inbox
-        from storage import open_store
+        from sohoa.services import inbox
+        from sohoa.storage import open_store
 
         store, archive = open_store("s3://inbox"), open_store("s3://archive")
         store.ensure_ready()

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ocr_quality.py [--seeds 2] [--compare] [--worst N] [--by-type]
 
-Sets (pipeline.synth, procedures 1.001193, 1.000894, 1.001612; 14 pages per seed): clean
+Sets (sohoa_dev.synth, procedures 1.001193, 1.000894, 1.001612; 14 pages per seed): clean
 300 dpi scans; degraded 300 dpi (tilt up to 1.5 degrees, noise, blur); clean 200 dpi; degraded
 200 dpi. Every page goes through the pipeline's own capture and OCR (``ocr.engine.run_ocr``,
 normalization included), on the same captured pages for every configuration.
@@ -42,11 +42,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import cer  # noqa: E402
-from ocr import engine  # noqa: E402
-from pipeline import capture as capturing  # noqa: E402
-from pipeline import synth  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from storage import open_store  # noqa: E402
+from sohoa.steps import ocr as engine# noqa: E402
+from sohoa.steps import capture as capturing# noqa: E402
+from sohoa_dev import synth# noqa: E402
+from sohoa.kernel.settings import Settings  # noqa: E402
+from sohoa.storage import open_store# noqa: E402
 
 PROCEDURES = ("1.001193", "1.000894", "1.001612")
 SETS = {

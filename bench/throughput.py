@@ -12,7 +12,7 @@ tilt, noise, blur) until there are at least ``--pages`` pages, then measures on 
   b) ``sohoa run`` on all dossiers end to end (its own Prefect server, so its start-up is
      included; the Prefect database exists beforehand), fresh archive and work stores;
   c) the same dossiers through a running Prefect server (all its services on) and a ``sohoa``
-     worker (flows/worker.py: flow runs in the worker's own warm process), as one
+     worker (sohoa/orchestration/worker.py: flow runs in the worker's own warm process), as one
      ``process-batch`` deployment run after a warm-up run, fresh stores; timed from the run's
      creation to its completion;
   g) the same dossiers as one ``process-dossier`` run each, all created at once (first round
@@ -53,11 +53,12 @@ PROCEDURES = ("1.001193", "1.000894", "1.001612")
 
 import cv2  # noqa: E402
 
-from ocr import engine, normalize  # noqa: E402
-from pipeline import capture as capturing  # noqa: E402
-from pipeline import synth  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from storage import materialize, open_store  # noqa: E402
+from sohoa.steps import ocr as engine
+from sohoa.ocr import normalize# noqa: E402
+from sohoa.steps import capture as capturing# noqa: E402
+from sohoa_dev import synth# noqa: E402
+from sohoa.kernel.settings import Settings  # noqa: E402
+from sohoa.storage import materialize, open_store# noqa: E402
 
 
 def make_dossiers(root: Path, pages: int) -> tuple[list[Path], int]:
@@ -226,7 +227,7 @@ def steady_state(inputs: list[Path], warmup: Path, root: Path, env: dict[str, st
 
 def _stop(processes: list[subprocess.Popen]) -> None:
     """Stop the worker and the server (Prefect 3.9's worker does not exit on SIGTERM/SIGINT when idle: kill it)."""
-    from flows.embedded import stop_process
+    from sohoa.orchestration.embedded import stop_process
 
     for process in reversed(processes):
         stop_process(process)

@@ -1,13 +1,13 @@
-"""Putting a manifest where the archive step would (pipeline/layout.py), for tests that build manifests by hand."""
+"""Putting a manifest where the archive step would (sohoa/domain/layout.py), for tests that build manifests by hand."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import archive as archiving
-from pipeline import layout
-from pipeline.models import Manifest
-from storage import LocalStore, Store
+from sohoa.steps import archive as archiving
+from sohoa.domain import layout
+from sohoa.kernel.models import Manifest
+from sohoa.storage import LocalStore, Store
 
 
 def put_archived(store: Store, manifest: Manifest, agency: str = "unknown") -> str:

@@ -35,7 +35,7 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def birth_pdf(synth_dir: Path):
     """A complete birth-registration dossier (receipt with QR and code, 5 pages), image-only PDF."""
-    from pipeline import synth
+    from sohoa_dev import synth
 
     out = synth_dir / "khai-sinh.pdf"
     truth = synth.make_dossier(out, procedure="1.001193", seed=0, fmt="pdf")
@@ -44,14 +44,14 @@ def birth_pdf(synth_dir: Path):
 
 @pytest.fixture
 def settings(tmp_path: Path):
-    from pipeline.settings import Settings
+    from sohoa.kernel.settings import Settings
 
     return Settings(archive=str(tmp_path / "archive"), work=str(tmp_path / "work"))
 
 
 @pytest.fixture
 def work_store(settings):
-    from storage import open_store
+    from sohoa.storage import open_store
 
     store = open_store(settings.work)
     store.ensure_ready()

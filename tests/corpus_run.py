@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ocr import engine
-from pipeline import capture as capturing
-from pipeline.errors import InputRefused, OcrError
-from pipeline.settings import Settings
-from storage import open_store
+from sohoa.steps import ocr as engine
+from sohoa.steps import capture as capturing
+from sohoa.kernel.errors import InputRefused, OcrError
+from sohoa.kernel.settings import Settings
+from sohoa.storage import open_store
 
 PAGE_TIMEOUT_S = 120.0
 

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.embedded import stop_process
+from sohoa.orchestration.embedded import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.config import S3Settings
+from sohoa.storage.config import S3Settings
 
 REPO = Path(__file__).resolve().parent.parent
 HEALTH_TIMEOUT_S = 30.0

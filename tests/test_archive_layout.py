@@ -16,10 +16,10 @@ import pytest
 from minio import Minio
 from minio.objectlockconfig import DAYS, GOVERNANCE, ObjectLockConfig
 
-from pipeline import layout
-from pipeline.models import Manifest
-from storage import open_store
-from storage.lock import parse_policy
+from sohoa.domain import layout
+from sohoa.kernel.models import Manifest
+from sohoa.storage import open_store
+from sohoa.storage.lock import parse_policy
 from tests.archived import expected_prefix
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")

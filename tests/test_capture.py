@@ -11,10 +11,10 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from ocr import imaging
-from pipeline import capture as capturing
-from pipeline import synth
-from pipeline.errors import InputRefused
+from sohoa.ocr import imaging
+from sohoa.steps import capture as capturing
+from sohoa_dev import synth
+from sohoa.kernel.errors import InputRefused
 
 
 def run_capture(path: Path, settings, store):

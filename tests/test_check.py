@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import check
-from storage import open_store
+from sohoa.services import check
+from sohoa.storage import open_store
 from tests.archived import expected_prefix
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """The README's deployment path: a Prefect server, `prefect deploy --all`, a worker, runs from deployments.
 
-The ``sohoa`` worker (flows/worker.py) runs flow runs inside its own process. (Prefect's process
+The ``sohoa`` worker (sohoa/orchestration/worker.py) runs flow runs inside its own process. (Prefect's process
 worker runs the same deployments: ``bench/throughput.py --process-worker`` measures it.)
 """
 
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from flows.worker import UnsupportedEntrypoint, flow_module
+from sohoa.orchestration.worker import UnsupportedEntrypoint, flow_module
 from tests.prefect_stack import Stack, wait
 from tests.archived import manifest_path
 
@@ -47,9 +47,9 @@ def test_deploy_all_then_workers_archive_dossiers(tmp_path, birth_pdf):
 
 
 def test_the_worker_runs_only_sohoa_flows():
-    assert flow_module("flows/process.py:process_dossier") == ("flows.process", "process_dossier")
-    assert flow_module("flows.process.process_batch") == ("flows.process", "process_batch")
-    for hostile in ("../evil.py:run", "os.py:system", "/tmp/flows/x.py:f", "flows/../os.py:system", "flows/x-y.py:f",
-                    "flows/process.py:", "process_dossier"):
+    assert flow_module("sohoa/orchestration/process.py:process_dossier") == ("sohoa.orchestration.process", "process_dossier")
+    assert flow_module("sohoa.orchestration.process.process_batch") == ("sohoa.orchestration.process", "process_batch")
+    for hostile in ("../evil.py:run", "os.py:system", "/tmp/flows/x.py:f", "sohoa/orchestration/../../os.py:system", "sohoa/orchestration/x-y.py:f", "sohoa/cli.py:main",
+                    "sohoa/orchestration/process.py:", "process_dossier"):
         with pytest.raises(UnsupportedEntrypoint):
             flow_module(hostile)

@@ -15,9 +15,9 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from pipeline import synth
-from pipeline.models import Manifest
-from storage import open_store
+from sohoa_dev import synth
+from sohoa.kernel.models import Manifest
+from sohoa.storage import open_store
 from tests.archived import expected_prefix
 
 pytestmark = pytest.mark.slow
@@ -213,7 +213,7 @@ def test_engine_failure_fails_the_dossier_and_quarantines_it(tmp_path, birth_pdf
 
 def test_the_flow_prepares_its_own_stores_when_a_deployment_runs_it(birth_pdf, tmp_path, monkeypatch):
     """A worker calls the flow directly: no CLI has created the archive or work store before."""
-    from flows.process import process_dossier
+    from sohoa.orchestration.process import process_dossier
 
     monkeypatch.setenv("SOHOA_WORK", str(tmp_path / "new" / "work"))
     outcome = process_dossier(source=str(birth_pdf[0]), archive=str(tmp_path / "new" / "archive"))
@@ -222,7 +222,7 @@ def test_the_flow_prepares_its_own_stores_when_a_deployment_runs_it(birth_pdf, t
 
 def test_a_batch_run_processes_the_same_content_once(birth_pdf, tmp_path, monkeypatch):
     """The process-batch deployment gets sources as they come: a same-content copy waits, then is a duplicate."""
-    from flows.process import process_batch
+    from sohoa.orchestration.process import process_batch
 
     copy = tmp_path / "ban-sao.pdf"
     copy.write_bytes(birth_pdf[0].read_bytes())

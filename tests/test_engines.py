@@ -15,11 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from ocr import engine, libtesseract, normalize, tesseract
-from pipeline import capture as capturing
-from pipeline import synth
-from pipeline.errors import OcrError
-from pipeline.settings import Settings
+from sohoa.steps import ocr as engine
+from sohoa.ocr import libtesseract, normalize, tesseract
+from sohoa.steps import capture as capturing
+from sohoa_dev import synth
+from sohoa.kernel.errors import OcrError
+from sohoa.kernel.settings import Settings
 
 pytestmark = pytest.mark.skipif(not libtesseract.available(), reason="libtesseract.so.5 is not installed")
 TESSDATA = tesseract.tessdata_dir()
@@ -121,7 +122,7 @@ def test_both_engines_give_the_same_ocr_result(tmp_path):
     results = {}
     for kind in ("library", "cli"):
         settings = Settings(archive=str(tmp_path / "archive"), work=str(tmp_path / f"work-{kind}"), ocr_engine=kind)
-        from storage import open_store
+        from sohoa.storage import open_store
 
         store = open_store(settings.work)
         store.ensure_ready()

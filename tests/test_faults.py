@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import layout, synth
-from pipeline.archive import find_archived, source_index_key
-from pipeline.keys import sha256_file
-from pipeline.models import Manifest
-from pipeline.plan import admit
-from pipeline.settings import Settings
-from storage import open_store
+from sohoa.domain import layout
+from sohoa_dev import synth
+from sohoa.steps.archive import find_archived, source_index_key
+from sohoa.kernel.keys import sha256_file
+from sohoa.kernel.models import Manifest
+from sohoa.services.plan import admit
+from sohoa.kernel.settings import Settings
+from sohoa.storage import open_store
 
 pytestmark = pytest.mark.slow
 SOHOA = str(Path(sys.executable).parent / "sohoa")
@@ -38,7 +39,7 @@ SOHOA = str(Path(sys.executable).parent / "sohoa")
 @pytest.fixture(scope="module")
 def prefect_api() -> Iterator[str]:
     """One Prefect API server for the module's commands (the CLI's own embedded server, started once)."""
-    from flows.embedded import EmbeddedServer
+    from sohoa.orchestration.embedded import EmbeddedServer
 
     server = EmbeddedServer().start()
     os.environ.pop("PREFECT_API_URL")  # start() exports it for its own process; only the commands get it
@@ -170,7 +171,7 @@ def test_the_same_input_submitted_twice_at_once_makes_one_archive(marriage_pdf, 
     """Two ``sohoa run`` of one file, same archive, same work store, started together and held so that
     both claim the dossier's place at the same instant: both succeed and there is one archive.
 
-    The mechanism (pipeline/layout.claim): the dossier's pointer ``index/dossiers/<id>.json`` is written
+    The mechanism (sohoa/domain/layout.claim): the dossier's pointer ``index/dossiers/<id>.json`` is written
     create-only (a conditional PUT, ``If-None-Match: *``) before any file; the run that loses reads it
     and, the input's SHA-256 being the same, archives into the same prefix. The files are the same
     bytes under the same keys, the manifest (the commit marker) is written last, and a manifest equal
@@ -357,7 +358,7 @@ def test_a_run_killed_while_reading_pages_is_resumed_from_its_kept_pages(birth_p
     assert resumed_store.get_bytes(ours.files["ocr_words"].key) == clean_store.get_bytes(theirs.files["ocr_words"].key)
 
 
-NO_SPACE = "no_space"  # the reason code of a failure caused by a full disk (pipeline/errors.py)
+NO_SPACE = "no_space"  # the reason code of a failure caused by a full disk (sohoa/kernel/errors.py)
 
 
 class SmallDisk:

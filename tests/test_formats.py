@@ -9,9 +9,9 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from ocr import engine
-from pipeline import capture as capturing
-from pipeline import synth
+from sohoa.steps import ocr as engine
+from sohoa.steps import capture as capturing
+from sohoa_dev import synth
 
 pytestmark = pytest.mark.slow
 WORD = "CHỨNG"  # in the title GIẤY CHỨNG SINH

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import inbox, synth
-from storage import open_store
+from sohoa.services import inbox
+from sohoa_dev import synth
+from sohoa.storage import open_store
 from tests.prefect_stack import BIN, PREFECT, Stack, wait
 from tests.archived import dossier_dir
 
@@ -110,7 +111,7 @@ def _runs(stack: Stack) -> list[dict]:
 
 def _submit_again(stack: Stack, url: str, archive: Path, entry: inbox.LedgerEntry) -> str:
     """What a watcher restarted between starting a run and recording it does: start it again."""
-    code = ("import sys; from flows.inbox import submit; from pipeline.inbox import Drop; "
+    code = ("import sys; from sohoa.orchestration.inbox import submit; from sohoa.services.inbox import Drop; "
             "print(submit(sys.argv[1], sys.argv[2], None)(Drop.model_validate_json(sys.argv[3])))")
     done = subprocess.run([str(BIN / "python"), "-c", code, url, str(archive), entry.drop.model_dump_json()],
                           env=stack.env, capture_output=True, text=True, check=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synth
-from pipeline.catalog import _read
+from sohoa_dev import synth
+from sohoa.domain.catalog import _read
 
 pytestmark = pytest.mark.slow
 SOHOA = str(Path(sys.executable).parent / "sohoa")

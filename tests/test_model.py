@@ -8,9 +8,11 @@ import random
 
 import pytest
 
-from pipeline import classify, model, synth
-from pipeline.catalog import taxonomy
-from storage import ObjectExists, open_store
+from sohoa.steps import classify
+from sohoa.domain import model
+from sohoa_dev import synth
+from sohoa.domain.catalog import taxonomy
+from sohoa.storage import ObjectExists, open_store
 
 
 def _noisy(text: str, rng: random.Random) -> str:

@@ -9,9 +9,10 @@ import unicodedata
 import pikepdf
 import pytest
 
-from ocr import engine, tesseract
-from pipeline import capture as capturing
-from pipeline import synth
+from sohoa.steps import ocr as engine
+from sohoa.ocr import tesseract
+from sohoa.steps import capture as capturing
+from sohoa_dev import synth
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_eth_is_folded_to_vietnamese_d():
 
 
 def test_missing_engine_is_a_clear_error():
-    from pipeline.errors import OcrError
+    from sohoa.kernel.errors import OcrError
 
     with pytest.raises(OcrError, match="tesseract not found"):
         tesseract.resolve("no-such-tesseract-binary")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ocr import engine
-from pipeline import capture as capturing
-from pipeline import synth
+from sohoa.steps import ocr as engine
+from sohoa.steps import capture as capturing
+from sohoa_dev import synth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from ocr import engine
-from pipeline import capture as capturing
-from pipeline import synth
+from sohoa.steps import ocr as engine
+from sohoa.steps import capture as capturing
+from sohoa_dev import synth
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ def _blank_backs(size: tuple[int, int], seed: int) -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
     """Pages with a known truth, captured and OCR'd once for all tests of this module."""
-    from pipeline.settings import Settings
-    from storage import open_store
+    from sohoa.kernel.settings import Settings
+    from sohoa.storage import open_store
 
     root = tmp_path_factory.mktemp("cleanup")
     pages = [p.convert("L") for p in synth.render_pages(procedure="1.001612", seed=5, dpi=300)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.models import Manifest
+from sohoa.kernel.models import Manifest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,12 +33,12 @@ def test_every_deployment_points_at_its_flow_and_explains_each_parameter():
         properties = flow.parameters.properties
         undocumented = [name for name, spec in properties.items() if not spec.get("description")]
         assert not undocumented, (deployment["name"], undocumented)  # the UI's Run form explains every field
-    dossier = load_flow_from_entrypoint(str(REPO / "flows/process.py:process_dossier")).parameters.properties
+    dossier = load_flow_from_entrypoint(str(REPO / "sohoa/orchestration/process.py:process_dossier")).parameters.properties
     assert set(dossier) == {"source", "archive", "procedure", "refresh", "decision", "review_timeout_s"}
     assert "s3://" in dossier["archive"]["description"]
-    batch = load_flow_from_entrypoint(str(REPO / "flows/process.py:process_batch")).parameters.properties
+    batch = load_flow_from_entrypoint(str(REPO / "sohoa/orchestration/process.py:process_batch")).parameters.properties
     assert batch["sources"]["type"] == "array"
-    rerun = load_flow_from_entrypoint(str(REPO / "flows/operations.py:reprocess")).parameters.properties
+    rerun = load_flow_from_entrypoint(str(REPO / "sohoa/orchestration/operations.py:reprocess")).parameters.properties
     assert "verify" in json.dumps(rerun["from_step"])  # a drop-down of the steps
 
 
@@ -52,8 +52,8 @@ def test_cli_usage_errors_are_one_line_with_exit_code_2(tmp_path):
 
 
 def test_readme_documents_every_setting():
-    from pipeline.settings import Settings
-    from storage.config import S3Settings
+    from sohoa.kernel.settings import Settings
+    from sohoa.storage.config import S3Settings
 
     readme = (REPO / "README.md").read_text()
     names = [f"SOHOA_{name.upper()}" for name in Settings.model_fields]
@@ -64,7 +64,7 @@ def test_readme_documents_every_setting():
 
 def test_the_cli_uses_a_configured_prefect_server_and_starts_its_own_only_without_one(tmp_path, monkeypatch):
     """A profile that points at a server wins: `sohoa run` must report there, not to a private server."""
-    from flows.embedded import configured_api_url
+    from sohoa.orchestration.embedded import configured_api_url
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv("PREFECT_PROFILE", raising=False)

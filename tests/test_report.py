@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import inbox, reprocess, report
-from pipeline.models import Intake
-from storage import open_store
+from sohoa.services import inbox, reprocess, report
+from sohoa.kernel.models import Intake
+from sohoa.storage import open_store
 from tests.test_review import _manifest
 from tests.archived import put_archived
 

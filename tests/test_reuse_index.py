@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import classify, layout, reuse_index, synth, verify
-from pipeline.archive import build_manifest
-from pipeline.cli import main
-from pipeline.models import CaptureResult, Manifest, OcrPage, OcrResult, PageImage, SourceInfo
-from pipeline.settings import Settings
-from storage import open_store
+from sohoa.steps import classify, verify
+from sohoa.domain import layout, index as reuse_index
+from sohoa_dev import synth
+from sohoa.steps.archive import build_manifest
+from sohoa.cli import main
+from sohoa.kernel.models import CaptureResult, Manifest, OcrPage, OcrResult, PageImage, SourceInfo
+from sohoa.kernel.settings import Settings
+from sohoa.storage import open_store
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
 PERSON = "022194405370"  # the applicant of the birth dossier, seed 3
@@ -47,7 +49,7 @@ def _read(texts: list[str]):
 
 
 def _archived(texts: list[str], created_at: str, year: str = "2026") -> tuple[str, Manifest]:
-    """The manifest the archive step writes for these pages, and its key in the layout (pipeline/layout.py)."""
+    """The manifest the archive step writes for these pages, and its key in the layout (sohoa/domain/layout.py)."""
     capture, ocr, classified = _read(texts)
     code = classified.fields["dossier_code"]
     prefix = f"dossiers/000.00.00.H49/{classified.procedure}/{year}/{code}/"

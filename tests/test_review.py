@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline import review
-from pipeline.catalog import taxonomy
-from pipeline.models import Document, Manifest, ManifestPage, SourceInfo, Verification
-from storage import open_store
+from sohoa.services import review
+from sohoa.domain.catalog import taxonomy
+from sohoa.kernel.models import Document, Manifest, ManifestPage, SourceInfo, Verification
+from sohoa.storage import open_store
 from tests.archived import put_archived
 
 CODES = taxonomy().codes()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synth
+from sohoa_dev import synth
 from tests.prefect_stack import BIN, Stack, wait
 from tests.archived import dossier_dir
 
@@ -216,7 +216,7 @@ def test_a_batch_hands_each_dossier_that_needs_review_to_a_run_of_its_own(stack,
 
 
 def test_the_archive_check_deployment_fails_on_a_problem_and_lists_it(stack, tmp_path):
-    from storage import open_store
+    from sohoa.storage import open_store
 
     store = open_store(str(tmp_path / "archive"))
     store.ensure_ready()

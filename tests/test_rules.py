@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import classify, identifiers, rules, verify
-from pipeline.catalog import catalog, taxonomy
-from pipeline.keys import step_key
-from pipeline.models import Check, ClassifyResult, Document, OcrPage
-from pipeline.text import fold
+from sohoa.steps import classify, verify
+from sohoa.domain import identifiers, rules
+from sohoa.domain.catalog import catalog, taxonomy
+from sohoa.kernel.keys import step_key
+from sohoa.kernel.models import Check, ClassifyResult, Document, OcrPage
+from sohoa.kernel.text import fold
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "pipeline" / "data"
+REPO_DATA = Path(__file__).resolve().parent.parent / "sohoa" / "domain" / "data"
 
 
 def page(n: int, text: str) -> OcrPage:
@@ -170,7 +171,7 @@ def test_step_keys_chain_downstream_only():
 
 
 def test_pages_below_200_dpi_send_the_dossier_to_review():
-    from pipeline.models import CaptureResult, PageImage, SourceInfo
+    from sohoa.kernel.models import CaptureResult, PageImage, SourceInfo
 
     def image(n: int, dpi: int) -> PageImage:
         return PageImage(n=n, key=f"k{n}", sha256="s", media_type="image/png", width=1, height=1, dpi=dpi, origin="image")
@@ -190,7 +191,8 @@ def test_qr_code_and_printed_code_disagreeing_is_an_error():
 def test_qr_code_is_read_from_a_receipt_page():
     import numpy as np
 
-    from pipeline import identity, synth
+    from sohoa.domain import identity
+    from sohoa_dev import synth
 
     page = np.asarray(synth.render_pages(include=["phieu_tiep_nhan"], dpi=200, seed=4)[0].convert("L"))
     code = synth.build_layout("1.001193", 4, ["phieu_tiep_nhan"])[0].dossier_code
@@ -199,7 +201,7 @@ def test_qr_code_is_read_from_a_receipt_page():
 
 
 def test_a_province_adds_a_type_and_a_procedure_by_editing_data_only(tmp_path, monkeypatch):
-    from pipeline.catalog import _read
+    from sohoa.domain.catalog import _read
 
     types = tmp_path / "taxonomy.toml"
     types.write_text(_read("taxonomy.toml", None).decode() + '''
@@ -221,7 +223,7 @@ required = ["giay_phep_ban_le_ruou", "can_cuoc"]
     [reading] = classify.predict_pages([(1, page, False)], taxonomy(), 12)
     assert (reading.type, reading.confidence) == ("giay_phep_ban_le_ruou", 0.95)
     assert classify.infer_procedure({"giay_phep_ban_le_ruou", "can_cuoc"}, catalog())[0] == "2.000633"
-    from pipeline.settings import Settings
+    from sohoa.kernel.settings import Settings
 
     default = Settings(taxonomy=str(REPO_DATA / "taxonomy.toml"))
     assert classify.classify_key("ocr-x", Settings(), None) != classify.classify_key("ocr-x", default, None)

@@ -28,9 +28,9 @@ import pikepdf
 import pytest
 from PIL import Image, ImageCms, ImageDraw
 
-from ocr import pdf as searchable
-from pipeline import synth
-from pipeline.models import Manifest, PageImage
+from sohoa.ocr import pdf as searchable
+from sohoa_dev import synth
+from sohoa.kernel.models import Manifest, PageImage
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
 ETH = "\u00d0"  # what Tesseract may read for Vietnamese Đ (U+0110); never in a text layer

@@ -34,13 +34,14 @@ import urllib3
 from minio.error import MinioException, S3Error
 from PIL import Image
 
-from pipeline import capture as capturing
-from pipeline import identifiers, identity, synth
-from pipeline.errors import InputRefused
-from pipeline.settings import Settings
-from storage import InvalidKey, LocalStore, S3Settings, StorageError
-from storage.base import validate_key, validate_prefix
-from storage.s3 import S3Store, parse_s3_url
+from sohoa.steps import capture as capturing
+from sohoa.domain import identifiers, identity
+from sohoa_dev import synth
+from sohoa.kernel.errors import InputRefused
+from sohoa.kernel.settings import Settings
+from sohoa.storage import InvalidKey, LocalStore, S3Settings, StorageError
+from sohoa.storage.base import validate_key, validate_prefix
+from sohoa.storage.s3 import S3Store, parse_s3_url
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
 HOSTILE_NAME = "%2e%2e%2f..%2f\u202efdp.exe\uff0f..\uff0fhồ sơ.pdf"  # url-encoded '../', RLO, fullwidth '/'
@@ -423,7 +424,7 @@ def test_presigned_links_are_short_lived_and_bounded(s3_server, s3_store_url, mo
     store.ensure_ready()
     store.put_bytes("thumbs/p.jpg", b"\xff\xd8 thumbnail bytes", content_type="image/jpeg")
     monkeypatch.delenv("SOHOA_LINK_EXPIRES_S", raising=False)
-    expires = Settings().link_expires_s  # what flows/artifacts.py passes
+    expires = Settings().link_expires_s  # what sohoa/orchestration/artifacts.py passes
     link = store.share_url("thumbs/p.jpg", expires)
     query = parse_qs(urlsplit(link).query)
     assert int(query["X-Amz-Expires"][0]) == expires <= 3600
@@ -524,7 +525,7 @@ def test_local_store_does_not_read_through_a_planted_link(tmp_path):
 
 def test_s3_objects_with_hostile_keys_never_become_drops(s3_settings, s3_store_url):
     """Stations can write any key; what the store cannot address is skipped, never taken as a drop."""
-    from pipeline import inbox
+    from sohoa.services import inbox
 
     store = S3Store(s3_store_url, s3_settings)
     store.ensure_ready()
@@ -568,7 +569,7 @@ def test_dossier_codes_are_ascii_only(code):
 
 @pytest.mark.parametrize("code", HOSTILE_CODES[:5] + UNICODE_CODES[1:], ids=ascii)
 def test_the_archive_checks_the_code_it_makes_a_prefix_of(code):
-    from pipeline import archive
+    from sohoa.steps import archive
 
     capture = SimpleNamespace(source=SimpleNamespace(sha256="ab" * 32))
     ident = archive.dossier_id(capture, SimpleNamespace(fields={"dossier_code": code}))
@@ -576,7 +577,7 @@ def test_the_archive_checks_the_code_it_makes_a_prefix_of(code):
 
 
 def test_a_valid_code_is_the_archive_prefix():
-    from pipeline import archive
+    from sohoa.steps import archive
 
     capture = SimpleNamespace(source=SimpleNamespace(sha256="ab" * 32))
     assert archive.dossier_id(capture, SimpleNamespace(fields={"dossier_code": GOOD_CODE})) == GOOD_CODE

@@ -12,17 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import (
-    InvalidKey,
-    LocalStore,
-    ObjectExists,
-    ObjectNotFound,
-    S3Settings,
-    StorageError,
-    Store,
-    open_store,
-)
-from storage.s3 import S3Store
+from sohoa.storage import InvalidKey, LocalStore, ObjectExists, ObjectNotFound, S3Settings, StorageError, Store, open_store
+from sohoa.storage.s3 import S3Store
 
 VN_KEY = "hồ-sơ/tờ khai.pdf"
 BAD_KEYS = ["../x", "/abs", "a//b", "a\x00b", "a\\b", "x" * 2000, "", "a/", "./a", "a\x7fb", "\ud800x", ".sohoa-meta/a"]

@@ -1,4 +1,4 @@
-"""Tests for the synthetic dossier generator (pipeline.synth)."""
+"""Tests for the synthetic dossier generator (sohoa_dev.synth)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import synth
-from pipeline.synth import (
+from sohoa_dev import synth
+from sohoa_dev.synth import (
     PROCEDURES,
     SynthDossier,
     build_layout,

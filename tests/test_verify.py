@@ -6,10 +6,12 @@ from datetime import date
 
 import pytest
 
-from pipeline import classify, fields, synth, verify
-from pipeline.catalog import catalog, taxonomy
-from pipeline.models import CaptureResult, OcrPage, OcrResult, PageImage, SourceInfo
-from pipeline.settings import Settings
+from sohoa.steps import classify, verify
+from sohoa.domain import fields
+from sohoa_dev import synth
+from sohoa.domain.catalog import catalog, taxonomy
+from sohoa.kernel.models import CaptureResult, OcrPage, OcrResult, PageImage, SourceInfo
+from sohoa.kernel.settings import Settings
 
 
 def _read(texts: list[str], blank: set[int] = frozenset(), dpi: int = 300, confidence: float = 90.0):

@@ -1,0 +1,621 @@
+"""``sohoa`` command line.
+
+``sohoa run`` processes each INPUT as one dossier through the Prefect flow. With no
+``PREFECT_API_URL`` set, Prefect runs on its embedded (ephemeral) API: nothing to start.
+One line per dossier is printed (JSON with ``--json``); a bad input is reported on its own
+line and never stops the others. Prefect is imported only when a flow has to run, so the
+rest of the package stays importable without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sohoa.kernel.errors import ExitCode
+from sohoa.kernel.models import Outcome
+
+_PREFECT_DEFAULTS = {
+    # the first flow with a fresh PREFECT_HOME can take ~20 s to start the embedded server on 2 cores
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "sohoa",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sohoa", description="Digitize scanned dossiers into a verified archive.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="process each INPUT (file or folder) as one dossier")
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="PDF, TIFF, JPEG/PNG file, or a folder of page images")
+    run.add_argument("--archive", help="archive store URL: DIR, file://DIR or s3://bucket/prefix (default: SOHOA_ARCHIVE)")
+    run.add_argument("--work", help="work store URL for page images and cached step results (default: SOHOA_WORK)")
+    run.add_argument("--procedure", help="procedure code such as 1.001193, when not printed on the receipt")
+    run.add_argument("--refresh", action="append", default=[], metavar="STEP",
+                     help="recompute STEP and every step after it even if cached (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per dossier")
+    run.add_argument("-q", "--quiet", action="store_true", help="only print results (no progress logs)")
+    commands.add_parser("schema", help="print the JSON Schema of manifest.json")
+    evaluate = commands.add_parser("eval", help="score classification and splitting on a folder of labelled dossiers")
+    evaluate.add_argument("folder", type=Path, help="inputs with <input>.truth.json beside them (see sohoa-synth --eval-set)")
+    _store_options(evaluate)
+    evaluate.add_argument("--require", action="append", default=[], metavar="METRIC=VALUE",
+                          help="exit 1 unless METRIC >= VALUE, e.g. page_accuracy=0.97 boundary_f1=0.95 "
+                               "high_confidence_accuracy=0.99 (repeatable)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    train = commands.add_parser("train", help="train a new classifier version from operators' confirmed and corrected documents")
+    _store_options(train)
+    train.add_argument("--json", action="store_true")
+    review = commands.add_parser("review", help="record an operator's decision on an archived dossier")
+    review.add_argument("dossier", help="dossier id (the folder name under dossiers/)")
+    review.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    review.add_argument("--by", default=os.environ.get("USER", ""), help="the operator's name (default: $USER)")
+    review.add_argument("--type", action="append", default=[], metavar="N=TYPE",
+                        help="correct the type of document N (1-based, as in the manifest) (repeatable)")
+    review.add_argument("--approve", action="store_true", help="confirm every other document's type and pass the dossier")
+    review.add_argument("--reject", metavar="REASON", help="reject the dossier with this reason")
+    review.add_argument("--procedure", help="set the procedure code")
+    reviews = commands.add_parser("reviews", help="list the dossiers waiting for a person (the review queue)")
+    reviews.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    reviews.add_argument("--json", action="store_true", help="one JSON object per queued dossier")
+    watch = commands.add_parser("watch", help="watch an inbox: one process-drop flow run per dropped dossier "
+                                              "(needs a Prefect server with the deployments: PREFECT_API_URL)")
+    watch.add_argument("inbox", help="inbox store URL (s3://bucket/prefix or a directory); one top-level prefix per station")
+    watch.add_argument("--archive", help="archive store URL for the dossiers (default: SOHOA_ARCHIVE in the worker)")
+    watch.add_argument("--procedure", help="procedure code for every drop")
+    watch.add_argument("--poll", type=float, default=10.0, metavar="SECONDS", help="seconds between listings (default 10)")
+    watch.add_argument("--scans", type=int, metavar="N", help="stop after N listings (default: watch until interrupted)")
+    watch.add_argument("--status", action="store_true", help="print the watcher's health and the inbox's state as JSON, "
+                                                           "exit 1 if the last scan is older than 3 poll intervals")
+    check = commands.add_parser("check", help="verify every archived file against its manifest's checksums; find orphans, "
+                                               "incomplete archives and missing originals (exit 6 on any problem)")
+    check.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    check.add_argument("--quick", action="store_true", help="compare sizes only, not SHA-256")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    report = commands.add_parser("report", help="the digitization report: per agency, station, procedure and period")
+    report.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    report.add_argument("--inbox", help="inbox store URL: counts its duplicates and refusals too")
+    report.add_argument("--period", choices=["day", "month", "year"], default="month")
+    report.add_argument("--since", metavar="YYYY-MM-DD")
+    report.add_argument("--until", metavar="YYYY-MM-DD")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--save", action="store_true", help="also write reports/digitization-*.csv/json to the archive store")
+    find = commands.add_parser("find", help="earlier archived documents of a person or dossier, to reuse them "
+                                            "(tái sử dụng kết quả số hóa)")
+    find.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    find.add_argument("--cccd", metavar="NUMBER", help="a 12-digit CCCD or an old 9-digit CMND number")
+    find.add_argument("--dossier", metavar="CODE", help="dossier code (or dossier id)")
+    find.add_argument("--type", metavar="TYPE", help="document type (taxonomy code)")
+    find.add_argument("--procedure", metavar="CODE", help="procedure code such as 1.001193")
+    find.add_argument("--since", metavar="YYYY-MM-DD", help="received on or after this day (UTC)")
+    find.add_argument("--until", metavar="YYYY-MM-DD", help="received on or before this day (UTC)")
+    find.add_argument("--rebuild", action="store_true", help="rebuild the index from the archive's manifests first")
+    find.add_argument("--json", action="store_true", help="one JSON object per document")
+    return parser
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--archive", help="archive store URL, where models are kept (default: SOHOA_ARCHIVE)")
+    parser.add_argument("--work", help="work store URL (default: SOHOA_WORK)")
+
+
+def _print(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print(outcome.model_dump_json(exclude_none=True), flush=True)
+        return
+    if outcome.status in ("refused", "failed"):
+        reason = outcome.reason
+        print(f"{outcome.input}: {outcome.status.upper()} {reason.code if reason else ''}: {reason.message if reason else ''}",
+              flush=True)
+        return
+    cached = f", cached: {'+'.join(outcome.cached_steps)}" if outcome.cached_steps else ""
+    print(f"{outcome.input}: {outcome.status} {outcome.dossier_id} ({outcome.pages} pages, "
+          f"{', '.join(outcome.documents)}; {outcome.duration_s:.1f} s{cached}) -> {outcome.manifest}", flush=True)
+
+
+def _progress_to_stderr() -> None:
+    """Page-level progress of long dossiers: Prefect's console handler prints it on stderr."""
+    logging.getLogger("sohoa").setLevel(logging.INFO)
+
+
+def _prefect_defaults() -> None:
+    for name, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _prefect_defaults()
+    if args.quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    else:
+        _progress_to_stderr()
+    if args.work:
+        os.environ["SOHOA_WORK"] = args.work
+    from pydantic import ValidationError
+
+    from sohoa.services.plan import STEPS
+    from sohoa.kernel.settings import Settings
+    from sohoa.storage import StorageError, open_store
+
+    bad = [step for step in args.refresh if step not in STEPS]
+    if bad:
+        print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings = Settings(**({"archive": args.archive} if args.archive else {}))
+        for url in (settings.archive, settings.work):
+            open_store(url).ensure_ready()
+    except (ValidationError, StorageError, ValueError) as exc:
+        print(f"sohoa: configuration error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        outcomes = _process(list(dict.fromkeys(args.inputs)), args, settings)
+    except KeyboardInterrupt:
+        return ExitCode.interrupted
+    code = ExitCode.ok
+    for item in args.inputs:
+        outcome = outcomes[item]
+        if outcome.status == "refused":
+            code = max(code, ExitCode.refused)
+        elif outcome.status == "failed":
+            code = max(code, ExitCode.failed)
+        _print(outcome, args.json)
+    return code
+
+
+def _process(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
+    """Refusals and duplicates first, without Prefect; then the rest in flows.
+
+    Two inputs with the same content are not processed side by side: the second waits for the
+    first, then comes back as its duplicate.
+    """
+    outcomes: dict[str, Outcome] = {}
+    todo: list[str] = []
+    later: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        outcome, sha256 = _admitted(item, settings, args)
+        if outcome is not None:
+            outcomes[item] = outcome
+        elif sha256 in seen:
+            later.append(item)
+        else:
+            seen.add(sha256 or item)
+            todo.append(item)
+    if todo:
+        outcomes |= _run_flows(todo, args, settings)
+    if later:
+        outcomes |= _process(later, args, settings)
+    return outcomes
+
+
+def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outcome | None, str | None]:
+    """A refusal or a duplicate decided before any flow runs (no Prefect needed); None: to process."""
+    import time
+
+    from sohoa.steps.capture import check_name
+    from sohoa.kernel.errors import InputRefused
+    from sohoa.services.plan import admit
+    from sohoa.services.quarantine import refuse, safe_name
+    from sohoa.storage import open_store
+
+    started = time.perf_counter()
+    store = open_store(settings.archive)
+    sha256 = None
+    try:
+        check_name(Path(item))  # a name that cannot even travel as a flow parameter (not UTF-8)
+        admission = admit(Path(item), settings, args.procedure, store, refresh=bool(args.refresh))
+        sha256 = admission.info.sha256
+        return admission.duplicate(item, store, round(time.perf_counter() - started, 3)), sha256
+    except InputRefused as refusal:
+        return refuse(store, Path(item), refusal, sha256=sha256), sha256
+    except Exception as exc:  # the store went away: the flow will report it with the dossier
+        logging.getLogger("sohoa").debug("admission of %s: %s", safe_name(item), exc)
+        return None, sha256
+
+
+def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decision: Any = None) -> dict[str, Outcome]:
+    """Process the admitted inputs: one flow run for one input (with an operator's ``decision`` to
+    apply, if any), one batch run (dossiers in parallel) for several."""
+    from sohoa.orchestration.embedded import EmbeddedServer, configured_api_url
+    from sohoa.services.quarantine import failed
+
+    server = None if configured_api_url() else EmbeddedServer().start()  # boots while Prefect is imported
+    try:
+        from sohoa.orchestration.process import process_batch, process_dossier
+        from sohoa.orchestration.result_storage import result_storage_for
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        _one_line_errors()
+        try:
+            if server:
+                server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            result_storage_for(settings.work)  # once per process, before the first dossier
+        except Exception as exc:
+            message = f"cannot reach Prefect or the work store: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+            print(f"sohoa: {message}", file=sys.stderr)
+            return {item: failed(item, exc, message) for item in items}
+        params = dict(archive=settings.archive, procedure=args.procedure, refresh=getattr(args, "refresh", None) or None)
+        with _without_heartbeats(server is not None):
+            try:
+                if len(items) == 1:
+                    return {items[0]: process_dossier(source=items[0], **params, decision=decision)}
+                batch = process_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.jobs + 1))
+                return dict(zip(items, batch(sources=items, **params)))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one dossier's failure (or the orchestrator's) is reported, never a traceback
+                return {item: failed(item, exc) for item in items}
+    except BaseException:
+        if server:
+            server.stop()
+        raise
+    # on success the server stops at exit, after Prefect has sent its last logs and events (atexit runs LIFO)
+
+
+class _NoTraceback(logging.Filter):
+    """On the terminal, a step that failed for an operational reason (storage, engine, disk) is the one
+    line its error says; Prefect's API handler, which runs first, keeps the traceback for the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from sohoa.kernel.errors import OcrError
+        from sohoa.storage import StorageError
+
+        if record.exc_info and isinstance(record.exc_info[1], (StorageError, OcrError, OSError)):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _one_line_errors() -> None:
+    """Once Prefect has configured logging: its console handler (on the root logger) prints no traceback
+    for operational failures (a programming error still shows one)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler" and not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())
+
+
+@contextlib.contextmanager
+def _without_heartbeats(embedded: bool) -> Iterator[None]:
+    """On the CLI's own server, flow-run heartbeats guard nothing (the server dies with this process)
+    and each flow run waits up to a second for the heartbeat thread at its end: turn them off."""
+    if not embedded:  # a real server: heartbeats detect crashed runs
+        yield
+        return
+    import prefect.settings as prefect_settings
+
+    with prefect_settings.temporary_settings(updates={prefect_settings.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def _stores(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Settings and the archive and work stores of a command, prepared; ValueError for bad settings."""
+    from pydantic import ValidationError
+
+    from sohoa.kernel.settings import Settings
+    from sohoa.storage import StorageError, open_store
+
+    try:
+        settings = Settings(**{k: v for k, v in (("archive", args.archive), ("work", getattr(args, "work", None))) if v})
+        stores = [open_store(settings.archive), open_store(settings.work)]
+        for store in stores:
+            store.ensure_ready()
+    except (ValidationError, StorageError, ValueError) as exc:
+        raise ValueError(f"configuration error: {str(exc).splitlines()[0]}") from None
+    return settings, *stores
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sohoa.services import evaluate
+
+    try:
+        requirements = {name: float(value) for name, _, value in (r.partition("=") for r in args.require)}
+    except ValueError:
+        print("sohoa: --require takes METRIC=NUMBER", file=sys.stderr)
+        return ExitCode.usage
+    unknown = [name for name in requirements if name not in evaluate.EvalReport.model_fields]
+    if unknown or not args.folder.is_dir():
+        print(f"sohoa: unknown metric {unknown[0]!r}" if unknown else f"sohoa: {args.folder} is not a folder", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings, archive, work = _stores(args)
+        report = evaluate.evaluate(args.folder, settings, archive, work, progress=lambda line: print(line, file=sys.stderr))
+    except ValueError as exc:
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    print(report.model_dump_json(indent=2) if args.json else evaluate.render(report))
+    failures = evaluate.check_requirements(report, requirements)
+    for failure in failures:
+        print(f"sohoa: {failure}", file=sys.stderr)
+    return ExitCode.below_target if failures else ExitCode.ok
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sohoa.services import training
+    from sohoa.domain.model import TooLittleData
+
+    try:
+        settings, archive, _ = _stores(args)
+        ref, model, found = training.train(archive, settings, progress=lambda line: print(line, file=sys.stderr))
+    except TooLittleData as exc:
+        print(f"sohoa: not enough reviewed documents to train ({exc}); classification stays with the rules", file=sys.stderr)
+        return ExitCode.below_target
+    except ValueError as exc:
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    summary = {"model": archive.url_for(ref.key), "version": ref.version, **model.summary.model_dump()}
+    if found.skipped_types:
+        summary["skipped_types"] = found.skipped_types
+    print(json.dumps(summary, ensure_ascii=False) if args.json else
+          f"classifier v{ref.version}: {model.summary.pages} pages of {model.summary.dossiers} dossiers, "
+          f"{len(model.classes)} types, accuracy on unseen dossiers {model.summary.cv_accuracy:.1%} -> {archive.url_for(ref.key)}")
+    return ExitCode.ok
+
+
+def cmd_reviews(args: argparse.Namespace) -> int:
+    from sohoa.services import review_queue
+
+    try:
+        _, archive, _ = _stores(args)
+    except ValueError as exc:
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    entries = review_queue.pending(archive)
+    for entry in entries:
+        if args.json:
+            print(json.dumps({**entry.model_dump(), "state": entry.state()}, ensure_ascii=False))
+            continue
+        print(f"{entry.dossier_id}  {entry.state()}  since {entry.queued_at}  {entry.source}")
+        for check in entry.failed_checks:
+            print(f"    {check}")
+    if not args.json:
+        print(f"{len(entries)} dossier(s) waiting for review; decide with: sohoa review DOSSIER_ID --approve | --reject REASON"
+              " [--type N=TYPE]", file=sys.stderr)
+    return ExitCode.ok
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Decide on an archived dossier. Approving or rejecting a queued dossier runs its flow with the
+    decision (steps cached): the documents are verified again as the operator set them, as when
+    the review is answered in the Prefect UI. Other decisions are recorded on the manifest as it stands."""
+    from sohoa.services import review, review_queue
+    from sohoa.domain.catalog import catalog, taxonomy
+
+    try:
+        types = {int(number): code for number, _, code in (t.partition("=") for t in args.type)}
+    except ValueError:
+        print("sohoa: --type takes N=TYPE, N the document's number", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings, archive, _ = _stores(args)
+        prefix, before = review.load(archive, args.dossier)
+        codes = taxonomy(settings.taxonomy).codes()
+        queued = review_queue.get(archive, before.dossier_id)
+        if (args.approve or args.reject) and queued:
+            decision = review.whole_decision(before, by=args.by, codes=codes, types=types, reject=args.reject,
+                                             procedure=args.procedure, procedures=set(catalog(settings.catalog).procedures))
+            return _review_by_flow(queued, before, decision, args, settings, archive)
+        after = review.decide(before, by=args.by, codes=codes, types=types,
+                              approve=args.approve, reject=args.reject, procedure=args.procedure)
+        key = review.record(archive, prefix, before, after)
+        if after.status != "needs_review":
+            review_queue.remove(archive, after.dossier_id)
+    except ValueError as exc:  # ReviewError, configuration
+        print(f"sohoa: {exc}", file=sys.stderr)
+        return ExitCode.usage
+    _print_decision(after, archive.url_for(key))
+    return ExitCode.ok
+
+
+def _review_by_flow(queued: Any, manifest: Any, decision: Any, args: argparse.Namespace, settings: Any,
+                    archive: Any) -> int:
+    """Run the dossier's flow with the decision: from its input if still at hand, else from the archived
+    original (same bytes, so the same cached steps)."""
+    import tempfile
+
+    from sohoa.services import review
+    from sohoa.services.reprocess import original
+
+    args.procedure = args.procedure or queued.procedure
+    _prefect_defaults()
+    with tempfile.TemporaryDirectory(prefix="sohoa-review-") as tmp:
+        source = queued.source if Path(queued.source).exists() else str(original(archive, manifest, Path(tmp)))
+        outcome = _run_flows([source], args, settings, decision=decision)[source]
+    if outcome.status == "failed":
+        print(f"sohoa: {outcome.reason.message if outcome.reason else 'the decision could not be applied'}", file=sys.stderr)
+        return ExitCode.failed
+    prefix, after = review.load(archive, queued.dossier_id)
+    _print_decision(after, archive.url_for(prefix + "manifest.json"))
+    return ExitCode.ok
+
+
+def _print_decision(after: Any, manifest_url: str) -> None:
+    print(json.dumps({"dossier_id": after.dossier_id, "revision": after.revision, "status": after.status,
+                      "decision": after.decisions[-1].model_dump(), "manifest": manifest_url}, ensure_ascii=False))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Watch an inbox from this process (a kill loses nothing: the next start lists again)."""
+    from datetime import UTC, datetime
+
+    from sohoa.services import inbox
+    from sohoa.storage import StorageError, open_store
+
+    try:
+        store = open_store(args.inbox)
+        store.ensure_ready()
+        if args.status:
+            state = inbox.status(store)
+            print(json.dumps(state, ensure_ascii=False))
+            beat = state["heartbeat"]
+            age = (datetime.now(UTC) - datetime.fromisoformat(beat["at"])).total_seconds() if beat and beat["at"] else None
+            return ExitCode.ok if age is not None and age <= 3 * args.poll else 1
+    except (StorageError, ValueError) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    from sohoa.orchestration.embedded import configured_api_url
+
+    if not configured_api_url():
+        print("sohoa: watch starts runs of the process-drop deployment: set PREFECT_API_URL to the Prefect server",
+              file=sys.stderr)
+        return ExitCode.usage
+    import logging
+
+    from sohoa.orchestration.inbox import submit
+
+    log = logging.getLogger("sohoa.watch")  # its own handler: importing Prefect configures logging its way
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("watching %s every %.0f s", store.url, args.poll)
+    try:
+        heartbeat = inbox.watch(store, submit(args.inbox, args.archive, args.procedure), poll_s=args.poll,
+                                max_scans=args.scans, log=log)
+    except KeyboardInterrupt:
+        return ExitCode.interrupted
+    print(heartbeat.model_dump_json())
+    return ExitCode.ok
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sohoa.services import check
+    from sohoa.storage import StorageError
+
+    try:
+        _, archive, _ = _stores(args)
+        result = check.check(archive, hashes=not args.quick)
+    except (StorageError, ValueError) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        for problem in result.problems:
+            print(f"{problem.kind.upper():18} {problem.key}  {problem.detail}")
+        print(f"{result.dossiers} dossier(s), {result.files_checked} file(s), {result.bytes_checked} bytes checked: "
+              f"{len(result.problems)} problem(s)", file=sys.stderr)
+    return ExitCode.ok if result.ok else ExitCode.integrity
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sohoa.services import report
+    from sohoa.storage import StorageError, open_store
+
+    try:
+        _, archive, _ = _stores(args)
+        inbox = open_store(args.inbox) if args.inbox else None
+        rows = report.build(archive, inbox, args.period, args.since, args.until)
+        saved = report.save(archive, rows, args.period) if args.save else None
+    except (StorageError, ValueError) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    if args.format == "csv":
+        print(report.to_csv(rows), end="")
+    elif args.format == "json":
+        print(json.dumps([r.model_dump() for r in rows], ensure_ascii=False, indent=2))
+    else:
+        print(_table([*rows, report.totals(rows)]))
+    if saved:
+        print(f"saved {archive.url_for(saved[0])} and {archive.url_for(saved[1])}", file=sys.stderr)
+    return ExitCode.ok
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    """Look up what the archive already holds, so the counter does not ask for the same paper twice.
+    The index is a cache of the manifests: built on first use, rebuilt with --rebuild."""
+    import sqlite3
+
+    from sohoa.domain import index as reuse_index
+    from sohoa.storage import StorageError
+
+    problem = _find_problem(args)
+    if problem:
+        print(f"sohoa: {problem}", file=sys.stderr)
+        return ExitCode.usage
+    try:
+        settings, archive, _ = _stores(args)
+        with reuse_index.index_for(settings, archive, rebuild_first=args.rebuild) as index:
+            hits = index.find(cccd=args.cccd, dossier_code=args.dossier, doc_type=args.type, procedure=args.procedure,
+                              since=args.since, until=args.until)
+    except (StorageError, ValueError, OSError, sqlite3.Error) as exc:
+        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return ExitCode.usage
+    for line in (h.model_dump_json() for h in hits) if args.json else _found_lines(hits, archive):
+        print(line)
+    dossiers = len({h.manifest_key for h in hits})
+    print(f"{len(hits)} document(s) in {dossiers} dossier(s)" if hits else "no archived document matches", file=sys.stderr)
+    return ExitCode.ok
+
+
+def _find_problem(args: argparse.Namespace) -> str | None:
+    """Why the criteria cannot be looked up (a mistyped number must not just find nothing), or None."""
+    from datetime import date
+
+    from sohoa.domain import identifiers, index as reuse_index
+    from sohoa.domain.catalog import taxonomy
+
+    if not any((args.cccd, args.dossier, args.type, args.procedure, args.since, args.until)):
+        return "find needs at least one of --cccd, --dossier, --type, --procedure, --since, --until"
+    if args.cccd is not None and (problem := reuse_index.person_id_problem(args.cccd)):
+        return f"--cccd {args.cccd!r} is not an ID number: {problem}"
+    if args.procedure is not None and not identifiers.PROCEDURE_CODE.match(args.procedure):
+        return f"--procedure {args.procedure!r} is not a procedure code (D.DDDDDD, e.g. 1.001193)"
+    if args.type is not None and args.type not in taxonomy().codes():
+        return f"--type {args.type!r} is not a document type; types are {', '.join(sorted(taxonomy().codes()))}"
+    for option, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            if value is not None:
+                date.fromisoformat(value)
+        except ValueError:
+            return f"{option} {value!r} is not a date (YYYY-MM-DD)"
+    return None
+
+
+def _found_lines(hits: list[Any], archive: Any) -> Iterator[str]:
+    """One line per dossier, then one per document with where its PDF is."""
+    previous = None
+    for hit in hits:
+        if hit.manifest_key != previous:
+            previous = hit.manifest_key
+            yield (f"{hit.dossier_id}  {hit.procedure or '-'}  {hit.status}  received {hit.received_at[:10]}  "
+                   f"revision {hit.revision}  {archive.url_for(hit.manifest_key)}")
+        numbers = f"  cccd {', '.join(hit.document_cccd)}" if hit.document_cccd else ""
+        where = archive.url_for(hit.file_key) if hit.file_key else "(no PDF of its own)"
+        yield f"  {hit.document:>2}. {hit.type}  pages {', '.join(map(str, hit.pages))}{numbers}  {where}"
+
+
+def _table(rows: list[Any]) -> str:
+    names = ["agency", "station", "procedure", "period", "received", "archived", "passed", "needs_review", "rejected",
+             "pages", "median_drop_to_archive_s", "duplicates", "refused", "failed"]
+    heads = [n.replace("median_drop_to_archive_s", "median_s") for n in names]
+    cells = [[("" if getattr(r, n) is None else str(getattr(r, n))) for n in names] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
+    return "\n".join([line(heads), *(line(c) for c in cells)])
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from sohoa.kernel.models import Manifest
+
+    print(json.dumps(Manifest.model_json_schema(by_alias=True), indent=2, ensure_ascii=False))
+    return ExitCode.ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": cmd_run, "schema": cmd_schema, "eval": cmd_eval, "train": cmd_train,
+                "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report,
+                "check": cmd_check, "find": cmd_find}
+    return int(handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""The OCR step: every page through Tesseract in parallel, then one searchable PDF.
+
+At most ``settings.jobs`` pages are read at once in a process, one thread each, whatever the
+number of dossiers in flight: the warm engines of sohoa/ocr/libtesseract.py (or the tesseract
+program's process slots) are shared process-wide, so pages of several dossiers interleave
+and the cores stay busy while one dossier is captured or archived. Each dossier prepares one
+page more than it can read, so decoding and straightening the next page overlaps the engines.
+
+Each page is read from an upright, deskewed, >=300 dpi grey copy (sohoa/ocr/normalize.py).
+Upside-down pages cannot be told from line structure, so a page that reads with low
+confidence is read once more turned 180 degrees and the better reading wins: one pass for
+good pages, two for bad ones.
+
+Each page is kept in the work store as soon as it is read (``ocr/<key>/pNNNN.pdf``, its text
+layer, then ``pNNNN.json``, its reading): a run killed part-way is resumed by the next run with
+the same key, which reads only the pages not kept. The checkpoints are removed once the step's
+outputs are written, so that a refresh of the step reads every page again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import pikepdf
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from sohoa.ocr import libtesseract, normalize, tesseract
+from sohoa.ocr import pdf as searchable
+from sohoa.kernel.keys import step_key
+from sohoa.kernel.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
+from sohoa.kernel.settings import Settings
+from sohoa.storage import ObjectNotFound, StorageError, Store, materialize
+
+# 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy;
+# 6: CMYK pages in an ICC-based colour space
+VERSION = "6"
+RETRY_BELOW_CONFIDENCE = 70.0
+_WORDS = TypeAdapter(list[PageWords])
+log = logging.getLogger("sohoa.ocr")
+
+
+def engine_kind(settings: Settings) -> str:
+    """``library`` (warm, in-process) or ``cli`` (a process per page); ``auto`` takes the library when it loads."""
+    if settings.ocr_engine == "auto":
+        return "library" if libtesseract.available() else "cli"
+    return settings.ocr_engine
+
+
+def key_settings(settings: Settings) -> dict:
+    kind = engine_kind(settings)
+    library = libtesseract.library_path() if kind == "library" else None
+    return {
+        "languages": settings.languages,
+        "psm": settings.psm,
+        "runner": kind,
+        "engine": tesseract.library_fingerprint(library, settings.languages) if library
+        else tesseract.engine_fingerprint(settings.tesseract_cmd, settings.languages),
+    }
+
+
+def ocr_key(capture_key: str, settings: Settings) -> str:
+    return step_key("ocr", VERSION, key_settings(settings), capture_key)
+
+
+def parse_tsv(tsv: str) -> list[Word]:
+    """Words (level 5 rows) with boxes and confidences, numbered by line in reading order."""
+    words: list[Word] = []
+    lines: dict[tuple[str, str, str], int] = {}
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5" or not cols[11].strip():
+            continue
+        conf = float(cols[10])
+        if conf < 0:
+            continue
+        line = lines.setdefault((cols[2], cols[3], cols[4]), len(lines))
+        box = (int(cols[6]), int(cols[7]), int(cols[8]), int(cols[9]))
+        words.append(Word(text=cols[11].strip(), box=box, conf=round(conf, 2), line=line))
+    return words
+
+
+@dataclass
+class Reading:
+    """One tesseract pass over one OCR copy of a page."""
+
+    image: normalize.OcrImage
+    text: str
+    words: list[Word]
+    layer: Path
+
+    @property
+    def confidence(self) -> float:
+        return round(sum(w.conf for w in self.words) / len(self.words), 2) if self.words else 0.0
+
+
+def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
+    base = workdir / f"p{page.n:04d}r{rotation % 360:03d}"
+    if engine_kind(settings) == "library":
+        image, text, tsv, layer = _read_in_process(page, source, base, rotation, settings)
+    else:
+        image, text, tsv, layer = _read_with_program(page, source, base, rotation, settings)
+    text, tsv = tesseract.normalize_text(text), tesseract.normalize_text(tsv)
+    found = parse_tsv(tsv)
+    boxes = normalize.to_original(image, [w.box for w in found])
+    words = [w.model_copy(update={"box": box}) for w, box in zip(found, boxes)]
+    return Reading(image=image, text=text.strip(), words=words, layer=layer)
+
+
+def _read_in_process(page: PageImage, source: Path, base: Path, rotation: int,
+                     settings: Settings) -> tuple[normalize.OcrImage, str, str, Path]:
+    image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)  # before taking an engine: overlaps
+    with _engines(settings).engine() as engine:
+        text, tsv, layer = engine.read(gray, image.dpi, base, settings.page_timeout_s)
+    return image, text, tsv, layer
+
+
+def _read_with_program(page: PageImage, source: Path, base: Path, rotation: int,
+                       settings: Settings) -> tuple[normalize.OcrImage, str, str, Path]:
+    path = source
+    image = normalize.as_stored((page.width, page.height), page.dpi)
+    if normalize.needs_copy(page.dpi, rotation, page.skew):
+        image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)
+        path = base.with_suffix(".pgm")  # no compression to pay for a file tesseract reads once
+        if not cv2.imwrite(str(path), gray):  # OpenCV only says False; a full disk is the usual reason
+            full = shutil.disk_usage(path.parent).free < gray.nbytes
+            raise OSError(errno.ENOSPC if full else errno.EIO, "cannot write the OCR copy", str(path))
+        del gray
+    try:
+        with tesseract.slots(settings.jobs):
+            out = tesseract.ocr_page(path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
+                                     psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
+    finally:
+        if path != source:
+            path.unlink(missing_ok=True)
+    return image, out.text, out.tsv, out.pdf
+
+
+def _engines(settings: Settings) -> libtesseract.EnginePool:
+    folder = tesseract.tessdata_dir()
+    if folder is None:
+        raise tesseract.language_error(settings.languages.split("+"))
+    return libtesseract.pool(folder, settings.languages, settings.psm, settings.jobs)
+
+
+def warm_up(settings: Settings) -> None:
+    """Start loading this process's engines now, so that the first page does not wait for them."""
+    if engine_kind(settings) == "library" and not tesseract.missing_languages(settings.languages):
+        _engines(settings).warm()
+
+
+def check_engine(settings: Settings) -> str:
+    """The engine's version line, after checking that it and its language data are there."""
+    if engine_kind(settings) == "library":
+        missing = tesseract.missing_languages(settings.languages)
+        if missing:
+            raise tesseract.language_error(missing)
+        return libtesseract.version()
+    tesseract.check_languages(settings.tesseract_cmd, settings.languages)
+    return tesseract.version(settings.tesseract_cmd)
+
+
+def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) -> tuple[Reading, int]:
+    """The best reading of a page, and how many passes it took."""
+    first = read(page, source, workdir, 90 if page.sideways else 0, settings)
+    if page.blank or first.confidence >= RETRY_BELOW_CONFIDENCE:
+        return first, 1
+    turned = read(page, source, workdir, first.image.rotation + 180, settings)
+    return (turned if turned.confidence > first.confidence else first), 2
+
+
+class PageCheckpoint(BaseModel):
+    """A page already read, kept beside its text layer (``ocr/<key>/pNNNN.json``) until the step is done:
+    enough to put the page into the searchable PDF without reading it again, if the run is interrupted.
+    The key names the engine and its settings, so a checkpoint under it is valid for any run with that key."""
+
+    result: OcrPage
+    words: list[Word]
+    image: normalize.OcrImage  # the OCR copy's geometry: where the text layer goes on the page
+
+
+@dataclass
+class _Page:
+    result: OcrPage
+    plan: searchable.PagePlan
+    words: list[Word]
+    resumed: bool = False
+    note: str | None = None  # why a checkpoint left for this page could not be used
+
+
+def _layer_key(key: str, n: int) -> str:
+    return f"ocr/{key}/p{n:04d}.pdf"
+
+
+def _checkpoint_key(key: str, n: int) -> str:
+    return f"ocr/{key}/p{n:04d}.json"
+
+
+def _plan(page: PageImage, source: Path, layer: Path, image: normalize.OcrImage) -> searchable.PagePlan:
+    return searchable.PagePlan(page=page, image=source, layer=layer, rotate=image.rotation,
+                               layer_matrix=normalize.layer_to_page(image, page.height, page.dpi))
+
+
+def _resume(store: Store, key: str, page: PageImage, source: Path, workdir: Path) -> tuple[_Page | None, str | None]:
+    """The page as an interrupted run left it (its checkpoint and its text layer, both readable), or None
+    and why a checkpoint that is there cannot be used."""
+    try:
+        data = store.get_bytes(_checkpoint_key(key, page.n))
+    except ObjectNotFound:
+        return None, None  # not read yet
+    try:
+        saved = PageCheckpoint.model_validate_json(data)
+        if saved.result.n != page.n or saved.result.text_layer_key != _layer_key(key, page.n):
+            raise ValueError(f"checkpoint of another page ({saved.result.text_layer_key})")
+        layer = materialize(store, saved.result.text_layer_key, workdir / f"layer-{page.n:04d}.pdf")
+        with pikepdf.open(layer) as pdf:
+            if len(pdf.pages) != 1:
+                raise ValueError(f"text layer has {len(pdf.pages)} pages")
+    except ValidationError as exc:
+        return None, exc.errors()[0]["msg"]
+    except (ValueError, StorageError, pikepdf.PdfError) as exc:
+        return None, (str(exc).splitlines() or [type(exc).__name__])[0]
+    return _Page(saved.result, _plan(page, source, layer, saved.image), saved.words, resumed=True), None
+
+
+def _read_and_keep(store: Store, key: str, page: PageImage, source: Path, workdir: Path, settings: Settings) -> _Page:
+    """Read the page, then keep its text layer and (last: the commit marker) its checkpoint in the work store."""
+    started = time.perf_counter()
+    best, attempts = read_page(page, source, workdir, settings)
+    layer_key = _layer_key(key, page.n)
+    store.put_file(layer_key, best.layer, content_type="application/pdf")
+    result = OcrPage(
+        n=page.n, text=best.text, word_count=len(best.words), confidence=best.confidence,
+        orientation=best.image.rotation, deskew=best.image.deskew, ocr_dpi=best.image.dpi,
+        attempts=attempts, text_layer_key=layer_key, duration_s=round(time.perf_counter() - started, 3),
+    )
+    checkpoint = PageCheckpoint(result=result, words=best.words, image=best.image)
+    store.put_bytes(_checkpoint_key(key, page.n), checkpoint.model_dump_json().encode(), content_type="application/json")
+    return _Page(result, _plan(page, source, best.layer, best.image), best.words)
+
+
+def _read_pages(capture: CaptureResult, store: Store, settings: Settings, key: str, workdir: Path,
+                on_progress: Callable[[int, int], None] | None) -> list[_Page]:
+    """Every page, in order: from its checkpoint when an interrupted run left one, else read now."""
+    total = len(capture.pages)
+    left = {info.key for info in store.list(f"ocr/{key}/")}  # one listing, not a lookup per page
+
+    def one(page: PageImage) -> _Page:
+        source = materialize(store, page.key, workdir / f"img-{page.n:04d}{Path(page.key).suffix}")
+        kept, problem = _resume(store, key, page, source, workdir) if _checkpoint_key(key, page.n) in left else (None, None)
+        if kept is not None:
+            return kept
+        read_now = _read_and_keep(store, key, page, source, workdir, settings)
+        read_now.note = problem
+        return read_now
+
+    done: dict[int, _Page] = {}
+    with ThreadPoolExecutor(max_workers=min(settings.jobs + 1, total)) as pool:
+        futures = [pool.submit(one, page) for page in capture.pages]
+        for count, future in enumerate(as_completed(futures), start=1):
+            item = future.result()
+            result = item.result
+            done[result.n] = item
+            # logged from the calling thread, where the orchestrator's run context lives
+            if item.note:
+                log.warning("OCR %s: page %d read again, its checkpoint was not usable: %s", capture.source.name,
+                            result.n, item.note)
+            log.info("OCR %s: %d/%d pages (page %d: %d words, confidence %.1f%s%s)", capture.source.name, count, total,
+                     result.n, result.word_count, result.confidence,
+                     f", turned {result.orientation}" if result.orientation else "", ", resumed" if item.resumed else "")
+            if on_progress is not None:
+                on_progress(count, total)
+    resumed = sum(item.resumed for item in done.values())
+    if resumed:
+        log.info("OCR %s: resumed %d of %d pages from an interrupted run", capture.source.name, resumed, total)
+    return [done[page.n] for page in capture.pages]
+
+
+def _forget_checkpoints(store: Store, key: str, pages: list[PageImage]) -> None:
+    """The step's result now stands for its pages: a refresh of the step reads every page again."""
+    try:
+        for page in pages:
+            store.delete(_checkpoint_key(key, page.n))
+    except StorageError as exc:  # harmless: a later run with this key resumes from them instead of reading
+        log.warning("OCR: checkpoints under ocr/%s/ not removed: %s", key, exc)
+
+
+def run_ocr(capture: CaptureResult, store: Store, settings: Settings, key: str,
+            on_progress: Callable[[int, int], None] | None = None) -> OcrResult:
+    """OCR all pages of a captured dossier and assemble its searchable PDF in the work store.
+
+    Each page read is kept at once (text layer, then a checkpoint): a run killed part-way is resumed
+    by the next run with the same key, which reads only the pages not kept.
+    ``on_progress(done, total)`` is called after each page, from the calling thread."""
+    engine_version = check_engine(settings)
+    with tempfile.TemporaryDirectory(prefix="sohoa-ocr-") as tmp:
+        workdir = Path(tmp)
+        ordered = _read_pages(capture, store, settings, key, workdir, on_progress)
+        pdf_path = workdir / "searchable.pdf"
+        searchable.assemble([page.plan for page in ordered], pdf_path, title=capture.source.name)
+        pdf_key = f"ocr/{key}/searchable.pdf"
+        store.put_file(pdf_key, pdf_path, content_type="application/pdf")
+        words_key = f"ocr/{key}/words.json"
+        store.put_bytes(words_key, _WORDS.dump_json([PageWords(n=page.result.n, words=page.words) for page in ordered]),
+                        content_type="application/json")
+    _forget_checkpoints(store, key, capture.pages)
+    return OcrResult(
+        key=key, engine=engine_version, languages=settings.languages,
+        pages=[page.result for page in ordered], words_key=words_key, searchable_pdf_key=pdf_key,
+    )
+
+
+def load_words(store: Store, result: OcrResult) -> list[PageWords]:
+    return _WORDS.validate_json(store.get_bytes(result.words_key))
