@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sohoa_dev import synth# noqa: E402
+from sohoa_dev import synth  # noqa: E402
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
 PAGE_SIZE = 4096

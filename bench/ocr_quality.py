@@ -42,11 +42,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import cer  # noqa: E402
-from sohoa.steps import ocr as engine# noqa: E402
-from sohoa.steps import capture as capturing# noqa: E402
-from sohoa_dev import synth# noqa: E402
+from sohoa_dev import synth  # noqa: E402
+
 from sohoa.kernel.settings import Settings  # noqa: E402
-from sohoa.storage import open_store# noqa: E402
+from sohoa.steps import capture as capturing  # noqa: E402
+from sohoa.steps import ocr as engine  # noqa: E402
+from sohoa.storage import open_store  # noqa: E402
 
 PROCEDURES = ("1.001193", "1.000894", "1.001612")
 SETS = {

@@ -52,13 +52,13 @@ SOHOA = str(BIN / "sohoa")
 PROCEDURES = ("1.001193", "1.000894", "1.001612")
 
 import cv2  # noqa: E402
+from sohoa_dev import synth  # noqa: E402
 
-from sohoa.steps import ocr as engine
-from sohoa.ocr import normalize# noqa: E402
-from sohoa.steps import capture as capturing# noqa: E402
-from sohoa_dev import synth# noqa: E402
 from sohoa.kernel.settings import Settings  # noqa: E402
-from sohoa.storage import materialize, open_store# noqa: E402
+from sohoa.ocr import normalize  # noqa: E402
+from sohoa.steps import capture as capturing  # noqa: E402
+from sohoa.steps import ocr as engine  # noqa: E402
+from sohoa.storage import materialize, open_store  # noqa: E402
 
 
 def make_dossiers(root: Path, pages: int) -> tuple[list[Path], int]:

@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sohoa_dev import synth# noqa: E402
+from sohoa_dev import synth  # noqa: E402
+
 from tests.prefect_stack import Stack  # noqa: E402
 
 SHOOT = r"""

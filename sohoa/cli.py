@@ -19,7 +19,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sohoa.kernel.errors import ExitCode
+from pydantic import ValidationError
+
+from sohoa.kernel.errors import ConfigurationError, ExitCode, SohoaError, UsageError
 from sohoa.kernel.models import Outcome
 
 _PREFECT_DEFAULTS = {
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("folder", type=Path, help="inputs with <input>.truth.json beside them (see sohoa-synth --eval-set)")
     _store_options(evaluate)
     evaluate.add_argument("--require", action="append", default=[], metavar="METRIC=VALUE",
-                          help="exit 1 unless METRIC >= VALUE, e.g. page_accuracy=0.97 boundary_f1=0.95 "
+                          help="exit 5 unless METRIC >= VALUE, e.g. page_accuracy=0.97 boundary_f1=0.95 "
                                "high_confidence_accuracy=0.99 (repeatable)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     train = commands.add_parser("train", help="train a new classifier version from operators' confirmed and corrected documents")
@@ -138,27 +140,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _progress_to_stderr()
     if args.work:
         os.environ["SOHOA_WORK"] = args.work
-    from pydantic import ValidationError
-
     from sohoa.services.plan import STEPS
-    from sohoa.kernel.settings import Settings
-    from sohoa.storage import StorageError, open_store
 
     bad = [step for step in args.refresh if step not in STEPS]
     if bad:
-        print(f"sohoa: unknown step {bad[0]!r}; steps are {', '.join(STEPS)}", file=sys.stderr)
-        return ExitCode.usage
-    try:
-        settings = Settings(**({"archive": args.archive} if args.archive else {}))
-        for url in (settings.archive, settings.work):
-            open_store(url).ensure_ready()
-    except (ValidationError, StorageError, ValueError) as exc:
-        print(f"sohoa: configuration error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return ExitCode.usage
-    try:
-        outcomes = _process(list(dict.fromkeys(args.inputs)), args, settings)
-    except KeyboardInterrupt:
-        return ExitCode.interrupted
+        raise UsageError(f"unknown step {bad[0]!r}; steps are {', '.join(STEPS)}")
+    settings = _settings(archive=args.archive)
+    _ready(settings.archive, settings.work)
+    outcomes = _process(list(dict.fromkeys(args.inputs)), args, settings)
     code = ExitCode.ok
     for item in args.inputs:
         outcome = outcomes[item]
@@ -176,19 +165,15 @@ def _process(items: list[str], args: argparse.Namespace, settings: Any) -> dict[
     Two inputs with the same content are not processed side by side: the second waits for the
     first, then comes back as its duplicate.
     """
+    from sohoa.services.runner import first_copies
+
     outcomes: dict[str, Outcome] = {}
-    todo: list[str] = []
-    later: list[str] = []
-    seen: set[str] = set()
-    for item in items:
-        outcome, sha256 = _admitted(item, settings, args)
-        if outcome is not None:
-            outcomes[item] = outcome
-        elif sha256 in seen:
-            later.append(item)
-        else:
-            seen.add(sha256 or item)
-            todo.append(item)
+    admitted = {item: _admitted(item, settings, args) for item in items}
+    left = [item for item in items if admitted[item][0] is None]
+    outcomes |= {item: outcome for item, (outcome, _sha) in admitted.items() if outcome is not None}
+    copies = first_copies([admitted[item][1] for item in left])
+    todo = [item for item, first in zip(left, copies) if first is None]
+    later = [item for item, first in zip(left, copies) if first is not None]
     if todo:
         outcomes |= _run_flows(todo, args, settings)
     if later:
@@ -200,10 +185,10 @@ def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outco
     """A refusal or a duplicate decided before any flow runs (no Prefect needed); None: to process."""
     import time
 
-    from sohoa.steps.capture import check_name
     from sohoa.kernel.errors import InputRefused
     from sohoa.services.plan import admit
     from sohoa.services.quarantine import refuse, safe_name
+    from sohoa.steps.capture import check_name
     from sohoa.storage import open_store
 
     started = time.perf_counter()
@@ -229,9 +214,10 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decisi
 
     server = None if configured_api_url() else EmbeddedServer().start()  # boots while Prefect is imported
     try:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
         from sohoa.orchestration.process import process_batch, process_dossier
         from sohoa.orchestration.result_storage import result_storage_for
-        from prefect.task_runners import ThreadPoolTaskRunner
 
         _one_line_errors()
         try:
@@ -295,40 +281,63 @@ def _without_heartbeats(embedded: bool) -> Iterator[None]:
 
 
 def _stores(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """Settings and the archive and work stores of a command, prepared; ValueError for bad settings."""
-    from pydantic import ValidationError
+    """Settings and the archive and work stores of a command, prepared (see ``_ready``)."""
+    settings = _settings(archive=args.archive, work=getattr(args, "work", None))
+    return settings, *_ready(settings.archive, settings.work)
 
+
+def _settings(**given: str | None) -> Any:
+    """Settings from the environment and the options given; a bad value is a ConfigurationError (exit 2)."""
     from sohoa.kernel.settings import Settings
+
+    try:
+        return Settings(**{name: value for name, value in given.items() if value})
+    except ValidationError as exc:
+        raise ConfigurationError(_validation_line(exc)) from None
+    except ValueError as exc:  # pydantic-settings' SettingsError: a SOHOA_* variable that cannot be parsed
+        raise ConfigurationError((str(exc).splitlines() or [type(exc).__name__])[0]) from None
+
+
+def _opened(url: str) -> Any:
+    """The store at ``url``, not contacted: a URL or SOHOA_S3_* setting that cannot be used as written
+    is the command line's ConfigurationError (exit 2)."""
     from sohoa.storage import StorageError, open_store
 
     try:
-        settings = Settings(**{k: v for k, v in (("archive", args.archive), ("work", getattr(args, "work", None))) if v})
-        stores = [open_store(settings.archive), open_store(settings.work)]
-        for store in stores:
-            store.ensure_ready()
-    except (ValidationError, StorageError, ValueError) as exc:
-        raise ValueError(f"configuration error: {str(exc).splitlines()[0]}") from None
-    return settings, *stores
+        return open_store(url)
+    except ValidationError as exc:
+        raise ConfigurationError(_validation_line(exc)) from None
+    except StorageError as exc:
+        raise ConfigurationError(exc.message) from None
+
+
+def _ready(*urls: str) -> list[Any]:
+    """The stores, all opened before any is contacted (configuration errors first, exit 2), then checked:
+    a store that cannot be reached or used raises its StorageError (exit 4, whatever the command)."""
+    stores = [_opened(url) for url in urls]
+    for store in stores:
+        store.ensure_ready()
+    return stores
+
+
+def _validation_line(exc: ValidationError) -> str:
+    """A pydantic error in one line: which setting and what is wrong with it (never its value)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return exc.title
+    where = ".".join(str(part) for part in errors[0]["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{exc.title} {where}: {errors[0]['msg']}{more}".replace(" : ", ": ")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from sohoa.services import evaluate
 
-    try:
-        requirements = {name: float(value) for name, _, value in (r.partition("=") for r in args.require)}
-    except ValueError:
-        print("sohoa: --require takes METRIC=NUMBER", file=sys.stderr)
-        return ExitCode.usage
-    unknown = [name for name in requirements if name not in evaluate.EvalReport.model_fields]
-    if unknown or not args.folder.is_dir():
-        print(f"sohoa: unknown metric {unknown[0]!r}" if unknown else f"sohoa: {args.folder} is not a folder", file=sys.stderr)
-        return ExitCode.usage
-    try:
-        settings, archive, work = _stores(args)
-        report = evaluate.evaluate(args.folder, settings, archive, work, progress=lambda line: print(line, file=sys.stderr))
-    except ValueError as exc:
-        print(f"sohoa: {exc}", file=sys.stderr)
-        return ExitCode.usage
+    requirements = _requirements(args.require, evaluate.EvalReport.model_fields)
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder} is not a folder")
+    settings, archive, work = _stores(args)
+    report = evaluate.evaluate(args.folder, settings, archive, work, progress=lambda line: print(line, file=sys.stderr))
     print(report.model_dump_json(indent=2) if args.json else evaluate.render(report))
     failures = evaluate.check_requirements(report, requirements)
     for failure in failures:
@@ -336,19 +345,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return ExitCode.below_target if failures else ExitCode.ok
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from sohoa.services import training
-    from sohoa.domain.model import TooLittleData
-
+def _requirements(given: list[str], metrics: Any) -> dict[str, float]:
+    """``--require METRIC=VALUE`` options by metric; a UsageError before anything is evaluated."""
     try:
-        settings, archive, _ = _stores(args)
-        ref, model, found = training.train(archive, settings, progress=lambda line: print(line, file=sys.stderr))
-    except TooLittleData as exc:
-        print(f"sohoa: not enough reviewed documents to train ({exc}); classification stays with the rules", file=sys.stderr)
-        return ExitCode.below_target
-    except ValueError as exc:
-        print(f"sohoa: {exc}", file=sys.stderr)
-        return ExitCode.usage
+        requirements = {name: float(value) for name, _, value in (r.partition("=") for r in given)}
+    except ValueError:
+        raise UsageError("--require takes METRIC=NUMBER") from None
+    unknown = [name for name in requirements if name not in metrics]
+    if unknown:
+        raise UsageError(f"unknown metric {unknown[0]!r}")
+    return requirements
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Too few reviewed documents is TooLittleData (exit 5, nothing written)."""
+    from sohoa.services import training
+
+    settings, archive, _ = _stores(args)
+    ref, model, found = training.train(archive, settings, progress=lambda line: print(line, file=sys.stderr))
     summary = {"model": archive.url_for(ref.key), "version": ref.version, **model.summary.model_dump()}
     if found.skipped_types:
         summary["skipped_types"] = found.skipped_types
@@ -361,11 +375,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reviews(args: argparse.Namespace) -> int:
     from sohoa.services import review_queue
 
-    try:
-        _, archive, _ = _stores(args)
-    except ValueError as exc:
-        print(f"sohoa: {exc}", file=sys.stderr)
-        return ExitCode.usage
+    _, archive, _ = _stores(args)
     entries = review_queue.pending(archive)
     for entry in entries:
         if args.json:
@@ -384,31 +394,26 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Decide on an archived dossier. Approving or rejecting a queued dossier runs its flow with the
     decision (steps cached): the documents are verified again as the operator set them, as when
     the review is answered in the Prefect UI. Other decisions are recorded on the manifest as it stands."""
-    from sohoa.services import review, review_queue
     from sohoa.domain.catalog import catalog, taxonomy
+    from sohoa.services import review, review_queue
 
     try:
         types = {int(number): code for number, _, code in (t.partition("=") for t in args.type)}
     except ValueError:
-        print("sohoa: --type takes N=TYPE, N the document's number", file=sys.stderr)
-        return ExitCode.usage
-    try:
-        settings, archive, _ = _stores(args)
-        prefix, before = review.load(archive, args.dossier)
-        codes = taxonomy(settings.taxonomy).codes()
-        queued = review_queue.get(archive, before.dossier_id)
-        if (args.approve or args.reject) and queued:
-            decision = review.whole_decision(before, by=args.by, codes=codes, types=types, reject=args.reject,
-                                             procedure=args.procedure, procedures=set(catalog(settings.catalog).procedures))
-            return _review_by_flow(queued, before, decision, args, settings, archive)
-        after = review.decide(before, by=args.by, codes=codes, types=types,
-                              approve=args.approve, reject=args.reject, procedure=args.procedure)
-        key = review.record(archive, prefix, before, after)
-        if after.status != "needs_review":
-            review_queue.remove(archive, after.dossier_id)
-    except ValueError as exc:  # ReviewError, configuration
-        print(f"sohoa: {exc}", file=sys.stderr)
-        return ExitCode.usage
+        raise UsageError("--type takes N=TYPE, N the document's number") from None
+    settings, archive, _ = _stores(args)
+    prefix, before = review.load(archive, args.dossier)  # ReviewError (exit 2): unknown dossier, type, document
+    codes = taxonomy(settings.taxonomy).codes()
+    queued = review_queue.get(archive, before.dossier_id)
+    if (args.approve or args.reject) and queued:
+        decision = review.whole_decision(before, by=args.by, codes=codes, types=types, reject=args.reject,
+                                         procedure=args.procedure, procedures=set(catalog(settings.catalog).procedures))
+        return _review_by_flow(queued, before, decision, args, settings, archive)
+    after = review.decide(before, by=args.by, codes=codes, types=types,
+                          approve=args.approve, reject=args.reject, procedure=args.procedure)
+    key = review.record(archive, prefix, before, after)
+    if after.status != "needs_review":
+        review_queue.remove(archive, after.dossier_id)
     _print_decision(after, archive.url_for(key))
     return ExitCode.ok
 
@@ -442,29 +447,15 @@ def _print_decision(after: Any, manifest_url: str) -> None:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Watch an inbox from this process (a kill loses nothing: the next start lists again)."""
-    from datetime import UTC, datetime
-
     from sohoa.services import inbox
-    from sohoa.storage import StorageError, open_store
 
-    try:
-        store = open_store(args.inbox)
-        store.ensure_ready()
-        if args.status:
-            state = inbox.status(store)
-            print(json.dumps(state, ensure_ascii=False))
-            beat = state["heartbeat"]
-            age = (datetime.now(UTC) - datetime.fromisoformat(beat["at"])).total_seconds() if beat and beat["at"] else None
-            return ExitCode.ok if age is not None and age <= 3 * args.poll else 1
-    except (StorageError, ValueError) as exc:
-        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return ExitCode.usage
+    [store] = _ready(args.inbox)
+    if args.status:
+        return _watch_status(store, args.poll)
     from sohoa.orchestration.embedded import configured_api_url
 
     if not configured_api_url():
-        print("sohoa: watch starts runs of the process-drop deployment: set PREFECT_API_URL to the Prefect server",
-              file=sys.stderr)
-        return ExitCode.usage
+        raise UsageError("watch starts runs of the process-drop deployment: set PREFECT_API_URL to the Prefect server")
     import logging
 
     from sohoa.orchestration.inbox import submit
@@ -476,25 +467,35 @@ def cmd_watch(args: argparse.Namespace) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     log.info("watching %s every %.0f s", store.url, args.poll)
-    try:
-        heartbeat = inbox.watch(store, submit(args.inbox, args.archive, args.procedure), poll_s=args.poll,
-                                max_scans=args.scans, log=log)
-    except KeyboardInterrupt:
-        return ExitCode.interrupted
+    heartbeat = inbox.watch(store, submit(args.inbox, args.archive, args.procedure), poll_s=args.poll,
+                            max_scans=args.scans, log=log)
     print(heartbeat.model_dump_json())
     return ExitCode.ok
 
 
+def _watch_status(store: Any, poll_s: float) -> int:
+    """The watcher's health and the inbox's state as JSON; ExitCode.unhealthy (1, what a health check
+    expects) when the last scan is older than three poll intervals or there is none."""
+    from datetime import UTC, datetime
+
+    from sohoa.services import inbox
+
+    state = inbox.status(store)
+    print(json.dumps(state, ensure_ascii=False))
+    beat = state["heartbeat"]
+    age = (datetime.now(UTC) - datetime.fromisoformat(beat["at"])).total_seconds() if beat and beat["at"] else None
+    if age is not None and age <= 3 * poll_s:
+        return ExitCode.ok
+    print(f"sohoa: unhealthy: {'no scan yet' if age is None else f'the last scan is {age:.0f} s old'} "
+          f"(more than 3 x {poll_s:g} s)", file=sys.stderr)
+    return ExitCode.unhealthy
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from sohoa.services import check
-    from sohoa.storage import StorageError
 
-    try:
-        _, archive, _ = _stores(args)
-        result = check.check(archive, hashes=not args.quick)
-    except (StorageError, ValueError) as exc:
-        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return ExitCode.usage
+    _, archive, _ = _stores(args)
+    result = check.check(archive, hashes=not args.quick)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
@@ -507,16 +508,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sohoa.services import report
-    from sohoa.storage import StorageError, open_store
 
-    try:
-        _, archive, _ = _stores(args)
-        inbox = open_store(args.inbox) if args.inbox else None
-        rows = report.build(archive, inbox, args.period, args.since, args.until)
-        saved = report.save(archive, rows, args.period) if args.save else None
-    except (StorageError, ValueError) as exc:
-        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return ExitCode.usage
+    _, archive, _ = _stores(args)
+    inbox = _opened(args.inbox) if args.inbox else None  # only read: not created
+    rows = report.build(archive, inbox, args.period, args.since, args.until)
+    saved = report.save(archive, rows, args.period) if args.save else None
     if args.format == "csv":
         print(report.to_csv(rows), end="")
     elif args.format == "json":
@@ -534,20 +530,17 @@ def cmd_find(args: argparse.Namespace) -> int:
     import sqlite3
 
     from sohoa.domain import index as reuse_index
-    from sohoa.storage import StorageError
 
     problem = _find_problem(args)
     if problem:
-        print(f"sohoa: {problem}", file=sys.stderr)
-        return ExitCode.usage
+        raise UsageError(problem)
+    settings, archive, _ = _stores(args)
     try:
-        settings, archive, _ = _stores(args)
         with reuse_index.index_for(settings, archive, rebuild_first=args.rebuild) as index:
             hits = index.find(cccd=args.cccd, dossier_code=args.dossier, doc_type=args.type, procedure=args.procedure,
                               since=args.since, until=args.until)
-    except (StorageError, ValueError, OSError, sqlite3.Error) as exc:
-        print(f"sohoa: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return ExitCode.usage
+    except (OSError, sqlite3.Error) as exc:  # the index file, a cache beside the archive: the lookup failed (exit 4)
+        raise SohoaError(f"reuse index: {exc}") from None
     for line in (h.model_dump_json() for h in hits) if args.json else _found_lines(hits, archive):
         print(line)
     dossiers = len({h.manifest_key for h in hits})
@@ -559,7 +552,8 @@ def _find_problem(args: argparse.Namespace) -> str | None:
     """Why the criteria cannot be looked up (a mistyped number must not just find nothing), or None."""
     from datetime import date
 
-    from sohoa.domain import identifiers, index as reuse_index
+    from sohoa.domain import identifiers
+    from sohoa.domain import index as reuse_index
     from sohoa.domain.catalog import taxonomy
 
     if not any((args.cccd, args.dossier, args.type, args.procedure, args.since, args.until)):
@@ -610,11 +604,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Expected errors are mapped here, once, for every command: one line
+    ``sohoa: <message>`` on stderr and the error's own exit code, never a traceback (a programming
+    error still shows one)."""
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "schema": cmd_schema, "eval": cmd_eval, "train": cmd_train,
                 "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report,
                 "check": cmd_check, "find": cmd_find}
-    return int(handlers[args.command](args))
+    try:
+        return int(handlers[args.command](args))
+    except SohoaError as exc:  # StorageError, UsageError, ConfigurationError, OcrError, ...
+        return _failed(exc.message, exc.exit_code)
+    except ValidationError as exc:  # settings read after the command's own checks
+        return _failed(f"configuration error: {_validation_line(exc)}", ExitCode.usage)
+    except KeyboardInterrupt:
+        return _failed("interrupted", ExitCode.interrupted)
+
+
+def _failed(message: str, code: ExitCode) -> int:
+    print(f"sohoa: {message}", file=sys.stderr, flush=True)
+    return int(code)
 
 
 if __name__ == "__main__":

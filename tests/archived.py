@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sohoa.steps import archive as archiving
 from sohoa.domain import layout
 from sohoa.kernel.models import Manifest
+from sohoa.steps import archive as archiving
 from sohoa.storage import LocalStore, Store
 
 

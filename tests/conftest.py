@@ -22,9 +22,40 @@ os.environ.update({
 })
 os.environ.pop("PREFECT_API_URL", None)
 
-pytest_plugins = ["tests.s3_fixtures"]
+pytest_plugins = ["tests.s3_fixtures", "tests.fake_engine"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier is every test that is neither ``slow`` nor needs ``tesseract``: ``pytest -m fast``."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("tesseract") is None:
+            item.add_marker(pytest.mark.fast)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The fast tier (``pytest -m fast``) runs without Tesseract, and proves it: the program on the PATH
+    fails and the library does not load, so a fast test that reached for Tesseract fails."""
+    if config.getoption("markexpr") == "fast" or os.environ.get("SOHOA_TEST_NO_TESSERACT"):
+        _forbid_tesseract()
+
+
+def _forbid_tesseract() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="sohoa-no-tesseract-"))
+    program = folder / "tesseract"
+    program.write_text('#!/bin/sh\necho "tesseract is not available in the fast tier" >&2\nexit 99\n')
+    program.chmod(0o755)
+    os.environ["PATH"] = f"{folder}:{os.environ.get('PATH', '')}"
+    (folder / "tessdata").mkdir()
+    os.environ["TESSDATA_PREFIX"] = str(folder / "tessdata")  # no language data: /usr/bin/tesseract fails too
+    from sohoa.kernel.errors import OcrError
+    from sohoa.ocr import libtesseract
+
+    def no_library():
+        raise OcrError("engine_missing", "libtesseract is not available in the fast tier")
+
+    libtesseract.load = no_library
 
 
 @pytest.fixture(scope="session")

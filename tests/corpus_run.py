@@ -1,4 +1,4 @@
-"""Run a folder of odd files (the peer corpus) through capture and OCR, one outcome per file.
+"""Run a folder of odd files (the peer corpus) through capture and OCR (the runner), one outcome per file.
 
 Used by tests/test_corpus.py, and to refresh the table in docs/corpus.md:
 
@@ -15,10 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from sohoa.steps import ocr as engine
-from sohoa.steps import capture as capturing
 from sohoa.kernel.errors import InputRefused, OcrError
 from sohoa.kernel.settings import Settings
+from sohoa.services import runner
 from sohoa.storage import open_store
 
 PAGE_TIMEOUT_S = 120.0
@@ -38,12 +37,10 @@ class CorpusRow(BaseModel):
 
 
 def run_file(path: Path, settings: Settings) -> CorpusRow:
-    store = open_store(settings.work)
     started = time.perf_counter()
     try:
-        info = capturing.describe_source(path, settings)
-        captured = capturing.capture(path, info, store, settings, capturing.capture_key(info, settings))
-        result = engine.run_ocr(captured, store, settings, engine.ocr_key(captured.key, settings))
+        read = runner.read(path, settings)  # the pipeline's own runner: capture and OCR as a run does them
+        captured, result = read.done["capture"], read.done["ocr"]
     except (InputRefused, OcrError) as error:
         outcome = "refused" if isinstance(error, InputRefused) else "failed"
         message = error.message if isinstance(error, InputRefused) else str(error)

@@ -130,6 +130,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_stores() -> Iterator[None]:
+    """Each test opens its own stores: open_store shares S3 stores per process, and a test may patch
+    one or restart the server behind its URL."""
+    from sohoa.storage import forget_stores
+
+    forget_stores()
+    yield
+    forget_stores()
+
+
 @pytest.fixture
 def s3_settings(s3_server: S3Server) -> S3Settings:
     """Settings for the session server, independent of the caller's environment."""

@@ -19,7 +19,7 @@ from minio.objectlockconfig import DAYS, GOVERNANCE, ObjectLockConfig
 from sohoa.domain import layout
 from sohoa.kernel.models import Manifest
 from sohoa.storage import open_store
-from sohoa.storage.lock import parse_policy
+from sohoa.storage.policy import parse_policy
 from tests.archived import expected_prefix
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")

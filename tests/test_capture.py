@@ -10,11 +10,11 @@ import numpy as np
 import pikepdf
 import pytest
 from PIL import Image
+from sohoa_dev import synth
 
+from sohoa.kernel.errors import InputRefused
 from sohoa.ocr import imaging
 from sohoa.steps import capture as capturing
-from sohoa_dev import synth
-from sohoa.kernel.errors import InputRefused
 
 
 def run_capture(path: Path, settings, store):
@@ -138,3 +138,87 @@ def test_a_page_whose_image_data_is_damaged_is_refused(tmp_path, birth_pdf, sett
     with pytest.raises(InputRefused) as refused:
         run_capture(tmp_path / "damaged.pdf", settings, work_store)
     assert refused.value.code == "corrupt_file"
+
+
+# --- pdftoppm ---------------------------------------------------------------------------------
+
+
+def _vector_pdf(path: Path) -> Path:
+    """A one-page PDF that is drawn, not one image: capture renders it with pdftoppm."""
+    with pikepdf.new() as pdf:
+        page = pdf.add_blank_page(page_size=(144, 144))
+        page.obj.Contents = pdf.make_stream(b"0 0 1 rg 18 18 72 36 re f")
+        pdf.save(path)
+    return path
+
+
+def _program(folder: Path, script: str) -> Path:
+    """A stand-in ``pdftoppm`` first on the PATH: it says its version, and renders with ``script``."""
+    folder.mkdir(exist_ok=True)
+    program = folder / "pdftoppm"
+    program.write_text(f'#!/bin/sh\n[ "$1" = -v ] && {{ echo "pdftoppm version 0.0" >&2; exit 0; }}\n{script}\n')
+    program.chmod(0o755)
+    return folder
+
+
+def test_a_drawn_pdf_page_is_rendered_by_pdftoppm(tmp_path, settings, work_store):
+    [page] = run_capture(_vector_pdf(tmp_path / "drawn.pdf"), settings, work_store).pages
+    assert (page.origin, page.dpi, page.width, page.height, page.media_type) == ("rendered", 300, 600, 600, "image/png")
+    pixels = np.asarray(Image.open(io.BytesIO(work_store.get_bytes(page.key))).convert("RGB"))
+    assert tuple(pixels[450, 200]) == (0, 0, 255) and tuple(pixels[100, 100]) == (255, 255, 255)
+
+
+def test_the_pdftoppm_version_is_asked_once_per_process(monkeypatch):
+    from sohoa.ocr import pdftoppm
+
+    assert pdftoppm.version().startswith("pdftoppm version ")
+    monkeypatch.setattr(pdftoppm.subprocess, "run", lambda *a, **k: pytest.fail("pdftoppm started again"))
+    assert pdftoppm.version() == pdftoppm.version_or_none()
+
+
+def test_the_pdftoppm_version_enters_the_capture_key_of_pdfs_only(tmp_path, settings, monkeypatch):
+    from sohoa.ocr import pdftoppm
+
+    pdf = capturing.describe_source(_vector_pdf(tmp_path / "drawn.pdf"), settings)
+    Image.new("L", (100, 100), 255).save(tmp_path / "page.png")
+    png = capturing.describe_source(tmp_path / "page.png", settings)
+    before = {capturing.capture_key(info, settings) for info in (pdf, png)}
+    monkeypatch.setattr(pdftoppm, "version_or_none", lambda: "pdftoppm version 99.0.0")
+    after = {capturing.capture_key(info, settings) for info in (pdf, png)}
+    assert len(before & after) == 1 and capturing.capture_key(png, settings) in before
+    assert capturing.key_programs(pdf) == {"pdftoppm": "pdftoppm version 99.0.0"} and capturing.key_programs(png) == {}
+
+
+def test_a_missing_pdftoppm_is_a_clear_error(tmp_path, settings, work_store, monkeypatch):
+    from sohoa.kernel.errors import OcrError
+    from sohoa.ocr import pdftoppm
+
+    path = _vector_pdf(tmp_path / "drawn.pdf")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    info = capturing.describe_source(path, settings)
+    assert capturing.key_programs(info) == {"pdftoppm": None}  # a scanned PDF is still captured
+    with pytest.raises(OcrError) as raised:
+        capturing.capture(path, info, work_store, settings, capturing.capture_key(info, settings))
+    assert raised.value.code == "engine_missing"
+    assert str(raised.value) == "pdftoppm not found ('pdftoppm'); install poppler-utils"
+    with pytest.raises(OcrError):
+        pdftoppm.version()
+
+
+def test_a_page_that_renders_too_long_is_a_page_timeout(tmp_path, settings, work_store, monkeypatch):
+    from sohoa.kernel.errors import OcrError
+
+    path = _vector_pdf(tmp_path / "drawn.pdf")
+    monkeypatch.setenv("PATH", f"{_program(tmp_path / 'bin', 'exec sleep 5')}:/usr/bin:/bin")
+    with pytest.raises(OcrError) as raised:
+        run_capture(path, settings.model_copy(update={"page_timeout_s": 0.3}), work_store)
+    assert raised.value.code == "page_timeout" and "page 1" in str(raised.value)
+
+
+def test_a_page_pdftoppm_cannot_render_is_refused_with_its_complaint(tmp_path, settings, work_store, monkeypatch):
+    path = _vector_pdf(tmp_path / "drawn.pdf")
+    script = 'echo "Syntax Warning: ignored" >&2; echo "Syntax Error: Invalid page tree" >&2; exit 1'
+    monkeypatch.setenv("PATH", f"{_program(tmp_path / 'bin', script)}:/usr/bin:/bin")
+    with pytest.raises(InputRefused) as refused:
+        run_capture(path, settings, work_store)
+    assert (refused.value.code, refused.value.message) == ("corrupt_file", "page 1 cannot be rendered (Syntax Error: Invalid page tree)")

@@ -11,9 +11,8 @@ import json
 import pytest
 
 from sohoa.orchestration.worker import UnsupportedEntrypoint, flow_module
-from tests.prefect_stack import Stack, wait
 from tests.archived import manifest_path
-
+from tests.prefect_stack import Stack, wait
 
 
 @pytest.mark.slow
@@ -49,7 +48,7 @@ def test_deploy_all_then_workers_archive_dossiers(tmp_path, birth_pdf):
 def test_the_worker_runs_only_sohoa_flows():
     assert flow_module("sohoa/orchestration/process.py:process_dossier") == ("sohoa.orchestration.process", "process_dossier")
     assert flow_module("sohoa.orchestration.process.process_batch") == ("sohoa.orchestration.process", "process_batch")
-    for hostile in ("../evil.py:run", "os.py:system", "/tmp/flows/x.py:f", "sohoa/orchestration/../../os.py:system", "sohoa/orchestration/x-y.py:f", "sohoa/cli.py:main",
-                    "sohoa/orchestration/process.py:", "process_dossier"):
+    for hostile in ("../evil.py:run", "os.py:system", "/tmp/flows/x.py:f", "sohoa/orchestration/../../os.py:system",
+                    "sohoa/orchestration/x-y.py:f", "sohoa/cli.py:main", "sohoa/orchestration/process.py:", "process_dossier"):
         with pytest.raises(UnsupportedEntrypoint):
             flow_module(hostile)

@@ -14,8 +14,8 @@ import jsonschema
 import pikepdf
 import pytest
 from PIL import Image
-
 from sohoa_dev import synth
+
 from sohoa.kernel.models import Manifest
 from sohoa.storage import open_store
 from tests.archived import expected_prefix

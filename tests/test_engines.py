@@ -14,15 +14,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from sohoa.steps import ocr as engine
-from sohoa.ocr import libtesseract, normalize, tesseract
-from sohoa.steps import capture as capturing
 from sohoa_dev import synth
+
 from sohoa.kernel.errors import OcrError
 from sohoa.kernel.settings import Settings
+from sohoa.ocr import engines, libtesseract, normalize, tesseract
+from sohoa.ocr.base import PageToRead
+from sohoa.steps import capture as capturing
+from sohoa.steps import ocr as engine
 
-pytestmark = pytest.mark.skipif(not libtesseract.available(), reason="libtesseract.so.5 is not installed")
+pytestmark = [pytest.mark.tesseract,
+              pytest.mark.skipif(not libtesseract.available(), reason="libtesseract.so.5 is not installed")]
 TESSDATA = tesseract.tessdata_dir()
 
 
@@ -57,6 +59,21 @@ def test_library_and_program_read_the_same_pixels_the_same_way(page_image, tmp_p
     assert tsv.splitlines()[1:] == out.tsv.splitlines()[2:]  # the program adds a header and a page-level row
     assert _pdf_text(layer) == _pdf_text(out.pdf) and "CHỨNG SINH" in _pdf_text(layer)
     subprocess.run(["qpdf", "--check", str(layer)], check=True, capture_output=True)
+
+
+def test_library_and_cli_engines_give_the_same_page_reading(page_image, tmp_path):
+    """Through the engine interface: the same PageReading (the text layers compared by their text)."""
+    pgm, gray = page_image
+    settings = Settings(languages="vie+eng", jobs=1)
+    readings = {}
+    for name in ("library", "cli"):
+        page = PageToRead(n=1, source=pgm, size=(gray.shape[1], gray.shape[0]), dpi=300, rotation=0, skew=0.0,
+                          base=tmp_path / name)
+        readings[name] = engines.get(name).read(page, settings, timeout_s=120)
+    library, cli = readings["library"], readings["cli"]
+    assert (library.image, library.text, library.words, library.lines) == (cli.image, cli.text, cli.words, cli.lines)
+    assert "GIẤY CHỨNG SINH" in library.text and len(library.words) > 20 and library.lines[-1].id == library.words[-1].line
+    assert _pdf_text(library.layer) == _pdf_text(cli.layer) != ""
 
 
 def test_a_page_over_its_time_limit_is_a_page_timeout(page_image, tmp_path):

@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sohoa_dev import synth
 
 from sohoa.domain import layout
-from sohoa_dev import synth
-from sohoa.steps.archive import find_archived, source_index_key
 from sohoa.kernel.keys import sha256_file
 from sohoa.kernel.models import Manifest
-from sohoa.services.plan import admit
 from sohoa.kernel.settings import Settings
+from sohoa.services.plan import admit
+from sohoa.steps.archive import find_archived, source_index_key
 from sohoa.storage import open_store
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ from pathlib import Path
 import pikepdf
 import pytest
 from PIL import Image
-
-from sohoa.steps import ocr as engine
-from sohoa.steps import capture as capturing
 from sohoa_dev import synth
+
+from sohoa.steps import capture as capturing
+from sohoa.steps import ocr as engine
 
 pytestmark = pytest.mark.slow
 WORD = "CHỨNG"  # in the title GIẤY CHỨNG SINH

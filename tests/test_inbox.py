@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sohoa_dev import synth
 
 from sohoa.services import inbox
-from sohoa_dev import synth
 from sohoa.storage import open_store
-from tests.prefect_stack import BIN, PREFECT, Stack, wait
 from tests.archived import dossier_dir
+from tests.prefect_stack import BIN, PREFECT, Stack, wait
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sohoa_dev import synth
+
 from sohoa.domain.catalog import _read
 
 pytestmark = pytest.mark.slow

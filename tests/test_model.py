@@ -7,11 +7,11 @@ import json
 import random
 
 import pytest
-
-from sohoa.steps import classify
-from sohoa.domain import model
 from sohoa_dev import synth
+
+from sohoa.domain import model
 from sohoa.domain.catalog import taxonomy
+from sohoa.steps import classify
 from sohoa.storage import ObjectExists, open_store
 
 

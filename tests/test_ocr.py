@@ -8,11 +8,11 @@ import unicodedata
 
 import pikepdf
 import pytest
-
-from sohoa.steps import ocr as engine
-from sohoa.ocr import tesseract
-from sohoa.steps import capture as capturing
 from sohoa_dev import synth
+
+from sohoa.ocr import tesseract, tesseract_engines
+from sohoa.steps import capture as capturing
+from sohoa.steps import ocr as engine
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,7 @@ def two_pages(tmp_path_factory):
     return out, truth
 
 
+@pytest.mark.tesseract
 def test_ocr_reads_vietnamese_and_builds_a_searchable_pdf(two_pages, settings, work_store, tmp_path):
     path, truth = two_pages
     info = capturing.describe_source(path, settings)
@@ -71,6 +72,19 @@ def test_tsv_parsing_numbers_lines():
            "5\t1\t1\t1\t1\t1\t10\t20\t30\t40\t96.5\tTỜ\n"
            "5\t1\t1\t1\t1\t2\t50\t20\t30\t40\t91\tKHAI\n"
            "5\t1\t1\t1\t2\t1\t10\t80\t30\t40\t-1\t \n"
-           "5\t1\t1\t2\t1\t1\t10\t90\t30\t40\t88\tSinh\n")
-    words = engine.parse_tsv(tsv)
-    assert [(w.text, w.line) for w in words] == [("TỜ", 0), ("KHAI", 0), ("Sinh", 1)]
+           "5\t1\t1\t2\t1\t1\t10\t90\t30\t40\t88\tSinh\n"
+           "5\t1\t2\t1\t1\t1\t500\t90\t60\t40\t90\tnăm\n")
+    words, lines = tesseract_engines.read_tsv(tsv)
+    assert [(w.text, w.line) for w in words] == [("TỜ", 0), ("KHAI", 0), ("Sinh", 1), ("năm", 2)]
+    assert [(line.id, line.block, line.box) for line in lines] == [(0, 0, (10, 20, 70, 40)), (1, 0, (10, 90, 30, 40)),
+                                                                  (2, 1, (500, 90, 60, 40))]
+    assert tesseract_engines.parse_tsv(tsv) == words
+
+
+def test_a_tesseract_reading_is_nfc_with_the_eth_folded(tmp_path):
+    from sohoa.ocr import normalize
+
+    tsv = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n" \
+          "5\t1\t1\t1\t1\t1\t0\t0\t10\t10\t90\t\u00d0a\u0306ng\n"
+    got = tesseract_engines.reading(normalize.as_stored((100, 100), 300), " \u00d0ăng ky\u0301\n", tsv, tmp_path / "x.pdf")
+    assert (got.text, [w.text for w in got.words], got.lines[0].box) == ("Đăng ký", ["Đăng"], (0, 0, 10, 10))

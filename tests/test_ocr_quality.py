@@ -13,10 +13,10 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-
-from sohoa.steps import ocr as engine
-from sohoa.steps import capture as capturing
 from sohoa_dev import synth
+
+from sohoa.steps import capture as capturing
+from sohoa.steps import ocr as engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
-
-from sohoa.steps import ocr as engine
-from sohoa.steps import capture as capturing
 from sohoa_dev import synth
+
+from sohoa.steps import capture as capturing
+from sohoa.steps import ocr as engine
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sohoa.services import inbox, reprocess, report
 from sohoa.kernel.models import Intake
+from sohoa.services import inbox, report, reprocess
 from sohoa.storage import open_store
-from tests.test_review import _manifest
 from tests.archived import put_archived
+from tests.test_review import _manifest
 
 
 def _archive(tmp_path):

@@ -10,14 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from sohoa.steps import classify, verify
-from sohoa.domain import layout, index as reuse_index
 from sohoa_dev import synth
-from sohoa.steps.archive import build_manifest
+
 from sohoa.cli import main
+from sohoa.domain import index as reuse_index
+from sohoa.domain import layout
 from sohoa.kernel.models import CaptureResult, Manifest, OcrPage, OcrResult, PageImage, SourceInfo
 from sohoa.kernel.settings import Settings
+from sohoa.steps import classify, verify
+from sohoa.steps.archive import build_manifest
 from sohoa.storage import open_store
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
@@ -203,13 +204,13 @@ def test_bad_criteria_are_refused_with_a_message(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_an_invalid_cccd_and_an_unreachable_store_give_one_line_not_a_traceback(tmp_path):
+def test_an_invalid_cccd_and_an_unusable_store_give_one_line_not_a_traceback(tmp_path):
     done = subprocess.run([SOHOA, "find", "--cccd", "0221944053"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "is not an ID number" in done.stderr and "Traceback" not in done.stderr
     (tmp_path / "file").write_text("not a directory")
     done = subprocess.run([SOHOA, "find", "--cccd", "123456789", "--archive", str(tmp_path / "file" / "archive")],
                           capture_output=True, text=True, timeout=60)  # an old 9-digit CMND number is a valid query
-    assert done.returncode == 2 and "cannot create local store root" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 4 and "cannot create local store root" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_the_index_of_another_archive_or_schema_is_rebuilt(tmp_path, manifests, monkeypatch):

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sohoa.services import review
+from sohoa.domain import revisions
 from sohoa.domain.catalog import taxonomy
 from sohoa.kernel.models import Document, Manifest, ManifestPage, SourceInfo, Verification
+from sohoa.services import review
 from sohoa.storage import open_store
 from tests.archived import put_archived
 
@@ -110,13 +111,13 @@ def test_an_interrupted_decision_is_completed_by_the_next_attempt(archive):
 def test_reprocessing_keeps_what_operators_decided():
     reviewed = review.decide(_manifest(), by="Lan", codes=CODES, types={2: "to_khai_khai_sinh"}, approve=True)
     machine = _manifest().model_copy(update={"created_at": "2026-12-02T08:00:00+00:00"})  # the machine's new reading
-    kept = review.carry_over(reviewed, machine)
+    kept = revisions.carry_over(reviewed, machine)
     assert [d.type for d in kept.documents] == ["phieu_tiep_nhan", "to_khai_khai_sinh", "giay_chung_sinh"]
     assert [d.review.decision for d in kept.documents] == ["confirmed", "corrected", "confirmed"]
     assert kept.revision == 3 and kept.decisions == reviewed.decisions
     split_differently = machine.model_copy(update={"documents": [
         Document(type="phieu_tiep_nhan", confidence=0.95, pages=[1]), Document(type="khac", confidence=0.5, pages=[2, 3])]})
-    kept = review.carry_over(reviewed, split_differently)
+    kept = revisions.carry_over(reviewed, split_differently)
     assert kept.documents[1].type == "khac" and kept.documents[1].review is None  # other pages: not the same document
 
 

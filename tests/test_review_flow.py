@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from sohoa_dev import synth
-from tests.prefect_stack import BIN, Stack, wait
+
 from tests.archived import dossier_dir
+from tests.prefect_stack import BIN, Stack, wait
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.steps import classify, verify
 from sohoa.domain import identifiers, rules
 from sohoa.domain.catalog import catalog, taxonomy
 from sohoa.kernel.keys import step_key
 from sohoa.kernel.models import Check, ClassifyResult, Document, OcrPage
 from sohoa.kernel.text import fold
+from sohoa.steps import classify, verify
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "sohoa" / "domain" / "data"
 
@@ -190,9 +190,9 @@ def test_qr_code_and_printed_code_disagreeing_is_an_error():
 
 def test_qr_code_is_read_from_a_receipt_page():
     import numpy as np
+    from sohoa_dev import synth
 
     from sohoa.domain import identity
-    from sohoa_dev import synth
 
     page = np.asarray(synth.render_pages(include=["phieu_tiep_nhan"], dpi=200, seed=4)[0].convert("L"))
     code = synth.build_layout("1.001193", 4, ["phieu_tiep_nhan"])[0].dossier_code

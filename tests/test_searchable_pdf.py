@@ -27,12 +27,13 @@ from pathlib import Path
 import pikepdf
 import pytest
 from PIL import Image, ImageCms, ImageDraw
-
-from sohoa.ocr import pdf as searchable
 from sohoa_dev import synth
+
 from sohoa.kernel.models import Manifest, PageImage
+from sohoa.ocr import pdf as searchable
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
+pytestmark = pytest.mark.tesseract  # every page kind is read by the real engine
 ETH = "\u00d0"  # what Tesseract may read for Vietnamese Đ (U+0110); never in a text layer
 
 

@@ -33,12 +33,12 @@ import pytest
 import urllib3
 from minio.error import MinioException, S3Error
 from PIL import Image
-
-from sohoa.steps import capture as capturing
-from sohoa.domain import identifiers, identity
 from sohoa_dev import synth
+
+from sohoa.domain import identifiers, identity
 from sohoa.kernel.errors import InputRefused
 from sohoa.kernel.settings import Settings
+from sohoa.steps import capture as capturing
 from sohoa.storage import InvalidKey, LocalStore, S3Settings, StorageError
 from sohoa.storage.base import validate_key, validate_prefix
 from sohoa.storage.s3 import S3Store, parse_s3_url
@@ -400,18 +400,19 @@ def test_cli_configuration_errors_name_no_credentials(s3_server, creds, tmp_path
     pdf_pages(scan, 1)
     env = {**os.environ, "SOHOA_S3_ACCESS_KEY": creds.access_key, "SOHOA_S3_SECRET_KEY": creds.secret_key,
            "SOHOA_S3_ENDPOINT": s3_server.url, "SOHOA_WORK": str(tmp_path / "work")}
-    cases = [  # (environment, archive URL): each stops before any dossier is processed
-        ({"SOHOA_S3_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}, "s3://sec-closed/archive"),
-        ({"SOHOA_S3_CREATE_BUCKET": "false"}, f"s3://sec-missing-{secrets.token_hex(4)}/archive"),
-        ({}, f"s3://{creds.access_key}:{quote(creds.secret_key, safe='')}@bucket/archive"),
+    cases = [  # (environment, archive URL, exit code): each stops before any dossier is processed
+        ({"SOHOA_S3_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}, "s3://sec-closed/archive", 4),  # unreachable
+        ({"SOHOA_S3_CREATE_BUCKET": "false"}, f"s3://sec-missing-{secrets.token_hex(4)}/archive", 4),  # unusable
+        ({}, f"s3://{creds.access_key}:{quote(creds.secret_key, safe='')}@bucket/archive", 2),  # a bad URL
     ]  # an endpoint with credentials in it: test_credentials_written_into_urls_are_refused_without_echoing_them
     running = [subprocess.Popen([SOHOA, "run", "--json", str(scan), "--archive", archive], env={**env, **extra},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for extra, archive in cases]  # side by side: mostly start-up, and the SDK's retries on the closed port
-    for (extra, _), process in zip(cases, running):
+               for extra, archive, _ in cases]  # side by side: mostly start-up, and the SDK's retries on the closed port
+    for (extra, _, code), process in zip(cases, running):
         stdout, stderr = process.communicate(timeout=120)
-        assert process.returncode == 2, (extra, stdout, stderr)
-        assert "configuration error" in stderr and "Traceback" not in stderr
+        assert process.returncode == code, (extra, stdout, stderr)
+        assert stderr.startswith("sohoa: ") and "Traceback" not in stderr
+        assert ("configuration error" in stderr) == (code == 2), stderr
         _assert_clean(stdout + stderr, creds.access_key, creds.secret_key)
 
 
@@ -594,12 +595,12 @@ def _capture(path: Path, settings, work_store):
 
 
 def test_a_poster_sized_pdf_page_is_refused_before_rendering(tmp_path, settings, work_store, monkeypatch):
-    import pdf2image
+    from sohoa.ocr import pdftoppm
 
     def no_render(*args, **kwargs):
         raise AssertionError("the page was rendered")
 
-    monkeypatch.setattr(pdf2image, "convert_from_path", no_render)
+    monkeypatch.setattr(pdftoppm, "render", no_render)
     path = pdf_pages(tmp_path / "poster.pdf", 1, size_in=200)
     with pytest.raises(InputRefused) as refused:  # refused before rendering: no_render fails the test otherwise
         _capture(path, settings, work_store)

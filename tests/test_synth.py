@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from sohoa_dev import synth
 from sohoa_dev.synth import (
     PROCEDURES,
@@ -25,6 +25,9 @@ from sohoa_dev.synth import (
     render_pages,
     valid_cccd,
 )
+
+from sohoa.domain.catalog import _read, catalog, taxonomy
+from sohoa.kernel.text import fold
 
 DOSSIER_CODE_RE = re.compile(r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}$")
 HAVE_TESSERACT = shutil.which("tesseract") is not None
@@ -140,6 +143,59 @@ def test_names_and_dates_have_vietnamese_diacritics():
     assert truth.applicant and any(ord(ch) > 127 for ch in truth.applicant)
 
 
+# ---------------------------------------------------------------- taxonomy and catalog data
+@pytest.mark.parametrize("code", sorted(catalog().procedures))
+def test_components_are_the_catalogs_and_titles_are_recognised(code):
+    """The generator repeats neither file: a default dossier holds exactly the catalog's
+    required and optional components, and every title drawn is one the rules recognise."""
+    procedure = catalog().procedures[code]
+    default = PROCEDURES[code]["default"]
+    assert PROCEDURES[code]["name"] == procedure.name
+    assert set(default) == {*procedure.required, *procedure.optional}
+    assert all(default.count(t) == procedure.counts.get(t, 1) for t in default)
+    truth, _ = build_layout(code, seed=1)
+    firsts = [p for p in truth.pages if p.starts_document]
+    for page in firsts:
+        title = synth.doc_title(page.doc_type)
+        assert title in page.text.splitlines()
+        assert any(pattern.search(fold(title)) for pattern in taxonomy().get(page.doc_type).compiled()), title
+    for t in procedure.required:
+        assert synth.component_name(t) in firsts[0].text  # the receipt lists it
+
+
+def test_generator_follows_the_data_files_named_by_the_settings(tmp_path, monkeypatch):
+    """A province's own files (SOHOA_TAXONOMY, SOHOA_CATALOG) change the dossiers drawn."""
+    types = tmp_path / "taxonomy.toml"
+    types.write_text(_read("taxonomy.toml", None).decode().replace(
+        'label = "Giấy chứng sinh"', 'label = "Giấy chứng sinh (mẫu mới)"'), encoding="utf-8")
+    procedures = tmp_path / "catalog.toml"
+    procedures.write_text(_read("catalog.toml", None).decode() + '''
+[[procedures]]
+code = "9.000001"
+name = "Thủ tục thử nghiệm"
+required = ["giay_chung_sinh"]
+optional = ["phieu_tiep_nhan", "can_cuoc"]
+counts = { can_cuoc = 3 }
+
+[[procedures]]
+code = "9.000002"
+name = "Thủ tục không vẽ được"
+required = ["giay_chung_nhan_qsdd"]
+''', encoding="utf-8")
+    monkeypatch.setenv("SOHOA_TAXONOMY", str(types))
+    monkeypatch.setenv("SOHOA_CATALOG", str(procedures))
+    assert "9.000002" not in synth.PROCEDURES  # no drawing for a land-use certificate
+    assert synth.PROCEDURES["9.000001"]["default"] == ["phieu_tiep_nhan", "giay_chung_sinh", *["can_cuoc"] * 3]
+    truth, _ = build_layout("9.000001", seed=0)
+    assert [p.doc_type for p in truth.pages] == synth.PROCEDURES["9.000001"]["default"]
+    assert "Tên thủ tục: Thủ tục thử nghiệm" in truth.pages[0].text
+    assert "1. Giấy chứng sinh (mẫu mới) (bản chính, 01 bản)" in truth.pages[0].text
+    assert "2. Bản sao Căn cước công dân (bản sao, 03 bản)" in truth.pages[0].text
+    assert "GIẤY CHỨNG SINH (MẪU MỚI)" in truth.pages[1].text.splitlines()
+    with pytest.raises(ValueError, match="cannot synthesize"):
+        build_layout("9.000002")
+
+
 # ---------------------------------------------------------------- rendering / formats
 def test_render_geometry_and_modes():
     imgs = render_pages("1.001193", seed=0, dpi=150)
@@ -247,6 +303,23 @@ def test_main_writes_truth_json(tmp_path):
     assert [p["doc_type"] for p in t2["pages"]] == ["phieu_tiep_nhan", "can_cuoc"]
 
 
+def test_sohoa_synth_command_writes_an_eval_set_and_a_text_pdf(tmp_path):
+    """The installed dev tool (sohoa-synth) prints one JSON line for an eval set, as `sohoa eval` users expect."""
+    command = Path(sys.executable).with_name("sohoa-synth")
+    done = subprocess.run([str(command), str(tmp_path / "eval"), "--eval-set", "2"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    report = json.loads(done.stdout)
+    truths = sorted((tmp_path / "eval").glob("*.truth.json"))
+    assert report == {"folder": str(tmp_path / "eval"), "dossiers": 2,
+                      "pages": sum(len(json.loads(t.read_text("utf-8"))["pages"]) for t in truths)}
+    assert [t.name for t in truths] == ["dossier-0000.pdf.truth.json", "dossier-0001.pdf.truth.json"]
+    text_pdf = tmp_path / "born-digital.pdf"
+    subprocess.run([str(command), str(text_pdf), "--format", "text-pdf", "--procedure", "1.001612"],
+                   capture_output=True, text=True, timeout=120, check=True)
+    assert text_pdf.read_bytes().startswith(b"%PDF-1.")
+    assert len(json.loads(synth.truth_path(text_pdf).read_text("utf-8"))["pages"]) == 5
+
+
 # ---------------------------------------------------------------- real OCR
 def _tesseract(path: Path) -> str:
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
@@ -255,6 +328,7 @@ def _tesseract(path: Path) -> str:
     return unicodedata.normalize("NFC", r.stdout)
 
 
+@pytest.mark.tesseract
 @pytest.mark.skipif(not HAVE_TESSERACT, reason="tesseract not installed")
 def test_expected_words_are_found_by_tesseract(tmp_path):
     langs = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True).stdout

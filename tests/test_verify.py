@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
-from sohoa.steps import classify, verify
-from sohoa.domain import fields
 from sohoa_dev import synth
+
+from sohoa.domain import fields
 from sohoa.domain.catalog import catalog, taxonomy
 from sohoa.kernel.models import CaptureResult, OcrPage, OcrResult, PageImage, SourceInfo
 from sohoa.kernel.settings import Settings
+from sohoa.steps import classify, verify
 
 
 def _read(texts: list[str], blank: set[int] = frozenset(), dpi: int = 300, confidence: float = 90.0):

@@ -13,14 +13,13 @@ import tomllib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from sohoa.domain.fields import FieldSpec
-
 from sohoa.kernel.keys import sha256_bytes
+from sohoa.kernel.settings import StepSettings
 
 
 class DocType(BaseModel):
@@ -113,3 +112,11 @@ def _catalog(path: str | None) -> Catalog:
     data = tomllib.loads(raw.decode())
     procedures = {p["code"]: Procedure(**p) for p in data["procedures"]}
     return Catalog(procedures=procedures, digest=sha256_bytes(raw)[:16])
+
+
+def key_of(step_settings: StepSettings) -> dict:
+    """A step's settings as its cache key takes them: every field, and each data file (taxonomy, catalog) as
+    the digest of its content, so editing a file reruns the steps that read it and renaming one does not."""
+    loaders = {"taxonomy": taxonomy, "catalog": catalog}
+    values = step_settings.model_dump()
+    return {**values, **{name: loaders[name](values[name]).digest for name in step_settings.data_files}}

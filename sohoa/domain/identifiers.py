@@ -1,4 +1,5 @@
-"""Identifiers of the domain (DOMAIN.md): dossier codes, procedure codes, CCCD numbers.
+"""Identifiers of the domain: dossier codes, procedure codes, CCCD numbers (see docs/domain.md,
+'Dossier codes' and 'Personal ID numbers').
 
 They are the keys of reuse, so they are validated by structure, not just by shape.
 """

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from sohoa.kernel.errors import BelowTarget, ConfigurationError, SohoaError
 from sohoa.kernel.keys import sha256_bytes
 from sohoa.kernel.text import fold
 from sohoa.storage import ObjectNotFound, Store
@@ -56,8 +57,16 @@ class TrainingSummary(BaseModel):
     temperature: float
 
 
-class TooLittleData(ValueError):
-    """Not enough confirmed pages to train on: classification stays with the rules."""
+class TooLittleData(BelowTarget):
+    """Not enough confirmed pages to train on: classification stays with the rules (exit 5, nothing written)."""
+
+    @property
+    def message(self) -> str:
+        return f"not enough reviewed documents to train ({super().message}); classification stays with the rules"
+
+
+class ClassifierError(SohoaError, ValueError):
+    """A stored classifier version is gone or does not match its checksum: classification cannot go on."""
 
 
 class ModelRef(BaseModel):
@@ -231,7 +240,7 @@ def choose(store: Store, setting: str) -> ModelRef | None:
     for ref in versions(store):
         if ref.version == wanted:
             return ref if ref.digest else ref.model_copy(update={"digest": store.stat(ref.key).metadata.get("sha256", "")})
-    raise ValueError(f"SOHOA_CLASSIFIER={setting}: no classifier version {wanted} in {store.url}")
+    raise ConfigurationError(f"SOHOA_CLASSIFIER={setting}: no classifier version {wanted} in {store.url}")
 
 
 def save(store: Store, model: ClassifierModel) -> ModelRef:
@@ -253,9 +262,9 @@ def load(store: Store, ref: ModelRef) -> ClassifierModel:
         try:
             data = store.get_bytes(ref.key)
         except ObjectNotFound:
-            raise ValueError(f"classifier {ref.key} is gone from {store.url}") from None
+            raise ClassifierError(f"classifier {ref.key} is gone from {store.url}") from None
         if ref.digest and sha256_bytes(data) != ref.digest:
-            raise ValueError(f"classifier {ref.key} does not match its checksum")
+            raise ClassifierError(f"classifier {ref.key} does not match its checksum")
         if len(_LOADED) >= 4:
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[cache_key] = ClassifierModel.model_validate_json(gzip.decompress(data))

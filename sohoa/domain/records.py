@@ -1,4 +1,4 @@
-"""Decree 30/2020 Appendix VI metadata of an archived dossier and its documents (DOMAIN.md).
+"""Decree 30/2020 Appendix VI metadata of an archived dossier and its documents (see docs/domain.md, 'Records metadata').
 
 Filled only from what the pipeline knows: the dossier code (agency, year), the procedure catalog
 (name, thời hạn bảo quản, chế độ sử dụng), the taxonomy's labels, and what OCR read on each

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sohoa.kernel.errors import ReasonCode
+
 MANIFEST_SCHEMA_ID = "sohoa.manifest/1"
 
 Status = Literal["passed", "needs_review", "rejected"]
@@ -297,14 +299,16 @@ class ArchiveResult(_Model):
 
 
 class Reason(_Model):
-    code: str
+    """Why an input was refused or failed: ``code`` serializes as its plain string."""
+
+    code: ReasonCode
     message: str
 
 
 class Refusal(_Model):
     """A capture step's verdict that the input is bad: a result, so it is cached like one."""
 
-    code: str
+    code: ReasonCode
     message: str
 
 

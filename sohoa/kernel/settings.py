@@ -1,16 +1,21 @@
 """Settings for every step, read from the environment (prefix ``SOHOA_``) or passed in.
 
-Each step declares which of these fields enter its cache key (see ``sohoa.kernel.keys``), so a
-change to one step's settings reruns that step and the ones after it, and nothing before.
+``Settings`` is flat (one ``SOHOA_*`` variable per field). Each cached step has a model of the
+settings that change what it produces (``CaptureSettings``, ``OcrSettings``, ``ClassifySettings``,
+``VerifySettings``), taken from ``Settings`` by field name and hashed whole into the step's key
+(``sohoa.kernel.keys``): adding a field to a step's model puts it in the key, so a change to one
+step's settings reruns that step and the ones after it, and nothing before. Fields in no step
+model (``RUNTIME``) change how fast or where a step runs, never what it makes;
+``tests/test_settings.py`` fails when a step reads a field that is in neither.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,9 +44,10 @@ class Settings(BaseSettings):
     max_render_pixels: int = Field(
         40_000_000, description="Rasterize oversized PDF pages (posters, drawings) at a lower DPI to stay under this")
     # ocr
-    ocr_engine: Literal["auto", "library", "cli"] = Field(
-        "auto", description="library: warm in-process engines (libtesseract); cli: one tesseract process per page; "
-                            "auto: the library when it loads")
+    ocr_engine: str = Field(
+        "auto", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="library: warm in-process engines (libtesseract); cli: one tesseract process per page; "
+                    "auto: the library when it loads; another name: an engine registered with sohoa.ocr.engines")
     tesseract_cmd: str = Field("tesseract", description="Tesseract executable (the cli engine)")
     languages: str = Field("vie", description="Tesseract languages (vie alone measured best: bench/ocr_quality.py)")
     psm: int = Field(3, ge=0, le=13, description="Tesseract page segmentation mode")
@@ -74,3 +80,53 @@ class Settings(BaseSettings):
     # reuse
     index: str | None = Field(None, description="SQLite file of the reuse index (sohoa find); default: beside a local archive "
                                                 "(.sohoa-index/), else ~/.cache/sohoa/index-<hash of the archive URL>.sqlite")
+
+
+class StepSettings(BaseModel):
+    """The settings one cached step reads, hashed whole into its key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    data_files: ClassVar[tuple[str, ...]] = ()  # fields naming a file: the key takes the file's digest, not its path
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+
+class CaptureSettings(StepSettings):
+    render_dpi: int
+    max_input_bytes: int
+    max_pages: int
+    max_page_pixels: int
+    max_render_pixels: int
+
+
+class OcrSettings(StepSettings):
+    """The engine itself (``ocr_engine``, ``tesseract_cmd``) enters the key as the chosen engine's name and
+    fingerprint (its program or library and language data), not as the setting that chose it."""
+
+    languages: str
+    psm: int
+
+
+class ClassifySettings(StepSettings):
+    data_files: ClassVar[tuple[str, ...]] = ("taxonomy", "catalog")
+    title_lines: int
+    taxonomy: str | None
+    catalog: str | None
+
+
+class VerifySettings(StepSettings):
+    data_files: ClassVar[tuple[str, ...]] = ("taxonomy", "catalog")
+    catalog: str | None
+    taxonomy: str | None
+    min_page_confidence: float
+    min_type_confidence: float
+
+
+STEP_SETTINGS: dict[str, type[StepSettings]] = {
+    "capture": CaptureSettings, "ocr": OcrSettings, "classify": ClassifySettings, "verify": VerifySettings}
+# how fast or where steps run, or what happens around them: never what a cached step produces
+RUNTIME = frozenset({"archive", "work", "ocr_engine", "tesseract_cmd", "jobs", "page_timeout_s", "classifier",
+                     "review_timeout_s", "link_expires_s", "ocr_concurrency", "agency", "retention_days",
+                     "retention_mode", "index"})

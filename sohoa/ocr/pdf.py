@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import struct
-
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ from pathlib import Path
 import pikepdf
 from PIL import Image
 
-from sohoa.ocr.tesseract import normalize_text
 from sohoa.kernel.models import PageImage
+from sohoa.ocr.tesseract import normalize_text
 
 _COLORSPACES = {"L": "/DeviceGray", "1": "/DeviceGray", "RGB": "/DeviceRGB", "CMYK": "/DeviceCMYK"}
 

@@ -6,7 +6,8 @@ library and as the process-isolated reference the benchmark measures against. Ei
 one thread per page (``OMP_THREAD_LIMIT=1``): on a busy machine OpenMP threads inside
 tesseract cost more than they give, and pages parallelize perfectly. One pass per page writes
 all three outputs we need: plain text, TSV words with boxes and confidences, and a text-only
-PDF (the page's invisible text layer).
+PDF (the page's invisible text layer). Both stand behind the engine interface the OCR step uses
+(sohoa/ocr/tesseract_engines.py, sohoa/ocr/base.py).
 """
 
 from __future__ import annotations

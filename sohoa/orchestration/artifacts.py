@@ -18,31 +18,16 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from sohoa.kernel.models import CaptureResult, Check, Manifest
 from sohoa.kernel.settings import Settings
+from sohoa.services import attention
 from sohoa.storage import ObjectNotFound, Store
 
 THUMB_WIDTH = 360
-MAX_THUMBNAILS = 12
 PROGRESS_FROM_PAGES = 10  # a progress artifact for dossiers at least this long
 
 
 def artifact_key(dossier_id: str, what: str) -> str:
     """Prefect's artifact keys take lowercase letters, digits and dashes only."""
     return f"{re.sub(r'[^a-z0-9]+', '-', dossier_id.lower()).strip('-')}-{what}"[:120]
-
-
-def attention_pages(manifest: Manifest, settings: Settings) -> list[int]:
-    """Pages a person should look at: uncertain types, low OCR confidence, pages named by a failed check."""
-    pages = {p.n for p in manifest.pages if not p.blank and (
-        (p.type_confidence is not None and p.type_confidence < settings.min_type_confidence)
-        or p.ocr_confidence < settings.min_page_confidence)}
-    for check in manifest.verification.checks:
-        if check.ok:
-            continue
-        for name in ("pages", "low_pages"):
-            pages |= {int(n) for n in check.values.get(name) or [] if str(n).isdigit()}
-        if check.id in ("classification.confidence", "components.required"):
-            pages |= {n for d in manifest.documents if d.confidence < settings.min_type_confidence for n in d.pages}
-    return sorted(pages)[:MAX_THUMBNAILS]
 
 
 def thumbnail_link(capture: CaptureResult, n: int, work: Store, expires_s: int) -> str:
@@ -75,7 +60,7 @@ def publish(manifest: Manifest, capture: CaptureResult, work: Store, settings: S
     checks = sorted(manifest.verification.checks, key=lambda c: c.ok)
     create_table_artifact([_check_row(c) for c in checks], key=artifact_key(manifest.dossier_id, "checks"),
                           description=f"Checks of {manifest.dossier_id}: failed first")
-    pages = attention_pages(manifest, settings) if manifest.status != "passed" else []  # passed: nobody must look
+    pages = attention.pages_to_look_at(manifest, settings) if manifest.status != "passed" else []  # passed: nobody must look
     if pages:
         create_markdown_artifact(attention_markdown(manifest, capture, pages, work, settings),
                                  key=artifact_key(manifest.dossier_id, "attention"),

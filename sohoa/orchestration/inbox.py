@@ -16,10 +16,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from sohoa.kernel.models import Outcome
 from sohoa.orchestration.process import process_one
 from sohoa.services import inbox as inboxes
+from sohoa.services import runner
 from sohoa.services.inbox import Drop
-from sohoa.kernel.models import Outcome
 from sohoa.storage import open_store
 
 DROP_DEPLOYMENT = "process-drop/process-drop"
@@ -49,16 +50,9 @@ def process_drop(inbox: str, drop: Drop, archive: str | None = None, procedure: 
             outcome = process_one(str(path), archive, procedure, None, review_timeout_s=review_timeout_s,
                                   on_archived=move_out, intake=drop.intake())
         except Exception as exc:
-            code = getattr(exc, "code", "processing_failed")
-            inboxes.settle(store, drop, "failed", {"code": code, "message": f"{type(exc).__name__}: {exc}"[:500]})
-            inboxes.record_outcome(store, drop, "failed", None, code)
+            inboxes.fail(store, drop, *runner.failure_reason(exc))
             raise
-    if outcome.status in ("refused", "failed"):
-        reason = outcome.reason.model_dump() if outcome.reason else {}
-        moved = inboxes.settle(store, drop, outcome.status, {**reason, "quarantine": outcome.quarantine})
-    elif not moved:  # a duplicate: its archive exists already
-        moved = inboxes.settle(store, drop, outcome.status)
-    inboxes.record_outcome(store, drop, outcome.status, outcome.dossier_id, outcome.reason.code if outcome.reason else None)
+    moved = inboxes.conclude(store, drop, outcome, moved)
     log.info("%s (%s): %s; moved to %s", drop.key, drop.station, outcome.status, ", ".join(moved) or "-")
     return outcome.model_copy(update={"input": store.url_for(drop.key)})
 

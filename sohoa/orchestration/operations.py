@@ -10,13 +10,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed, State
 
-from sohoa.orchestration.process import _outcome_of, dossier_task
-from sohoa.services import check as checking
-from sohoa.services import reprocess as reprocessing
-from sohoa.services import report as reporting
 from sohoa.kernel.models import Outcome
-from sohoa.services.plan import STEPS
 from sohoa.kernel.settings import Settings
+from sohoa.orchestration.process import dossier_task, outcome_of
+from sohoa.services import check as checking
+from sohoa.services import report as reporting
+from sohoa.services import reprocess as reprocessing
+from sohoa.services.plan import STEPS
 from sohoa.storage import open_store
 
 
@@ -48,7 +48,7 @@ def reprocess(dossier_ids: list[str] | None = None, prefix: str | None = None, s
         sources = [str(reprocessing.original(store, m, Path(tmp) / str(i))) for i, m in enumerate(chosen)]
         procedures = [m.procedure if m.fields.get("procedure_source") == "caller" else None for m in chosen]
         futures = [dossier_task.submit(s, archive, p, refresh) for s, p in zip(sources, procedures)]
-        return [_outcome_of(s, f) for s, f in zip(sources, futures)]
+        return [outcome_of(s, f) for s, f in zip(sources, futures)]
 
 
 @flow(name="digitization-report", log_prints=False)

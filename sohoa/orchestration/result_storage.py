@@ -16,9 +16,8 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.filesystems import WritableFileSystem
 
 from sohoa.kernel.keys import sha256_bytes
+from sohoa.services.results import RESULTS_PREFIX
 from sohoa.storage import ObjectNotFound, Store, open_store
-
-RESULTS_PREFIX = "results/"
 
 
 class SohoaResultStorage(WritableFileSystem):

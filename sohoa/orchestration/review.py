@@ -17,7 +17,6 @@ a ``decision``.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Literal
 
@@ -27,12 +26,12 @@ from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
-from sohoa.orchestration import artifacts
-from sohoa.steps import archive as archiving
-from sohoa.services import review, review_queue
 from sohoa.domain.catalog import catalog, taxonomy
-from sohoa.kernel.models import ArchiveResult, CaptureResult, ClassifyResult, OcrResult
+from sohoa.kernel.models import ArchiveResult, CaptureResult
 from sohoa.kernel.settings import Settings
+from sohoa.orchestration import artifacts
+from sohoa.services import review
+from sohoa.services.attention import pages_to_look_at
 from sohoa.storage import open_store
 
 MAX_ATTEMPTS = 5
@@ -102,7 +101,7 @@ def ask(archived: ArchiveResult, capture: CaptureResult, settings: Settings, tim
     form = review_form(codes)
     prefill = {"operator": "", "action": "approve", "procedure": manifest.procedure or "", "reason": "",
                "documents": [{"pages": ", ".join(map(str, d.pages)), "type": d.type} for d in manifest.documents]}
-    pages = artifacts.attention_pages(manifest, settings)
+    pages = pages_to_look_at(manifest, settings)
     attention = artifacts.attention_markdown(manifest, capture, pages, open_store(settings.work), settings)
     problems: list[str] = []
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -119,20 +118,3 @@ def ask(archived: ArchiveResult, capture: CaptureResult, settings: Settings, tim
         get_run_logger().warning("review answer %d of %s cannot apply: %s", attempt, archived.dossier_id, "; ".join(problems))
         prefill = {**prefill, **answer.model_dump(exclude={"metadata"})}
     raise review.ReviewError(f"{MAX_ATTEMPTS} answers could not be applied: {'; '.join(problems)}")
-
-
-def queue(archived: ArchiveResult, source: str, procedure: str | None, settings: Settings, timeout_s: int | None,
-          suspending: bool) -> None:
-    now = datetime.now(UTC)
-    expires = (now + timedelta(seconds=timeout_s)).isoformat(timespec="seconds") if suspending and timeout_s else None
-    review_queue.put(open_store(settings.archive), review_queue.QueuedReview(
-        dossier_id=archived.dossier_id, manifest_key=archived.prefix + archiving.MANIFEST, source=source, procedure=procedure,
-        queued_at=now.isoformat(timespec="seconds"), expires_at=expires, flow_run_id=flow_run_id() if suspending else None,
-        failed_checks=[f"{c.id}: {c.message}" for c in archived.manifest.verification.checks if not c.ok]))
-
-
-def apply(archived: ArchiveResult, decision: review.ReviewDecision, capture: CaptureResult, ocr: OcrResult,
-          classified: ClassifyResult, settings: Settings) -> ArchiveResult:
-    after = review.settle(archived.dossier_id, decision, capture, ocr, classified, settings)
-    get_run_logger().info("%s: %s by %s (revision %d)", archived.dossier_id, after.status, decision.operator, after.revision)
-    return archived.model_copy(update={"manifest": after})

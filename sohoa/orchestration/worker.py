@@ -37,11 +37,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from pydantic import Field
-
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import InfrastructureNotAvailable
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+from pydantic import Field
 
 WORKER_TYPE = "sohoa"
 FLOW_PACKAGE = ("sohoa", "orchestration")
@@ -67,7 +66,8 @@ class UnsupportedEntrypoint(ValueError):
 
 
 def flow_module(entrypoint: str) -> tuple[str, str]:
-    """``sohoa/orchestration/process.py:process_dossier`` -> (``sohoa.orchestration.process``, ``process_dossier``), or UnsupportedEntrypoint.
+    """``sohoa/orchestration/process.py:process_dossier`` -> (``sohoa.orchestration.process``, ``process_dossier``),
+    or UnsupportedEntrypoint.
 
     Only modules of the installed ``sohoa.orchestration`` package: the worker imports them into its own
     process, so it must not run code from wherever a deployment points.
@@ -149,8 +149,8 @@ def _send_pipeline_logs_to_prefect() -> None:
 
 def _warm_up() -> None:
     """Import the pipeline and load the OCR engines before the first run asks for them."""
-    from sohoa.steps import ocr as engine
     from sohoa.kernel.settings import Settings
+    from sohoa.steps import ocr as engine
 
     importlib.import_module("sohoa.orchestration.process")
     engine.warm_up(Settings())

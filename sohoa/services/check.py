@@ -19,12 +19,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from sohoa.domain import layout
-from sohoa.steps.archive import MANIFEST
+from sohoa.domain.revisions import DECISIONS, HISTORY, MANIFEST
 from sohoa.kernel.models import Manifest
 from sohoa.storage import ObjectNotFound, Store
 
 Kind = Literal["tampered", "missing", "missing_original", "orphan", "incomplete", "unreadable_manifest"]
-_OWN = ("history/", "decisions/")
+_OWN = (HISTORY, DECISIONS)
 
 
 class Problem(BaseModel):
@@ -62,7 +62,7 @@ def _listed(store: Store, prefix: str, keys: list[str], report: CheckReport,
             ident: str) -> Iterator[tuple[str, str, int, bool, bool]]:
     """(key, sha256, size, is_original, listed by the current manifest) of every file the manifest and
     its earlier revisions list."""
-    manifests = [prefix + MANIFEST] + sorted(k for k in keys if k.startswith(prefix + "history/") and k.endswith(".json"))
+    manifests = [prefix + MANIFEST] + sorted(k for k in keys if k.startswith(prefix + HISTORY) and k.endswith(".json"))
     current = True
     for key in manifests:
         try:

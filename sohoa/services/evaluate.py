@@ -11,8 +11,9 @@ file beside it named ``<input>.truth.json`` (what ``sohoa synth`` writes)::
 page with nothing on it (a type missing from the taxonomy counts as ``khac``);
 ``starts_document`` is true on the first page of each document. ``procedure`` is optional.
 
-Capture and OCR run as in the pipeline (without Prefect) and are kept in the work store under
-``eval/`` by their step keys, so a second evaluation (after ``sohoa train``) only classifies.
+Capture and OCR run through the pipeline's own runner (sohoa/services/runner.py, without Prefect) and
+their results are the pipeline's (``results/<step key>`` in the work store, whoever computed them), so
+a second evaluation (after ``sohoa train``) only classifies.
 Reported: page-type accuracy over non-blank pages, blank detection, document-boundary
 precision, recall and F1 (the first page of a dossier is not counted: it always starts one),
 confusion pairs, calibration (accuracy per confidence bucket), the accuracy of predictions
@@ -22,27 +23,27 @@ with confidence >= 0.9, and procedure detection.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
-from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
-from sohoa.steps import ocr as engine
-from sohoa.steps import capture as capturing
-from sohoa.steps import classify as classifying
 from sohoa.domain.catalog import taxonomy
 from sohoa.domain.model import ClassifierModel, ModelRef
 from sohoa.domain.model import load as load_model
-from sohoa.kernel.models import CaptureResult, ClassifyResult, OcrResult
-from sohoa.services.plan import classifier_model, plan
+from sohoa.kernel.errors import UsageError
+from sohoa.kernel.models import CaptureResult, ClassifyResult
 from sohoa.kernel.settings import Settings
-from sohoa.storage import ObjectNotFound, Store
+from sohoa.services import runner
+from sohoa.services.plan import classifier_model
+from sohoa.services.results import WorkStoreCache
+from sohoa.steps import classify as classifying
+from sohoa.steps import ocr as engine
+from sohoa.storage import Store
 
 BUCKETS = (0.0, 0.5, 0.7, 0.9, 0.95, 1.0001)
 HIGH = 0.9
-M = TypeVar("M", bound=BaseModel)
 
 
 class TruthPage(BaseModel):
@@ -112,24 +113,14 @@ def find_labelled(folder: Path) -> list[tuple[Path, Truth]]:
     return found
 
 
-def _cached(store: Store, key: str, model: type[M], compute: Callable[[], M]) -> M:
-    try:
-        return model.model_validate_json(store.get_bytes(f"eval/{key}.json"))
-    except (ObjectNotFound, ValueError):
-        result = compute()
-        store.put_bytes(f"eval/{key}.json", result.model_dump_json().encode(), content_type="application/json")
-        return result
-
-
 def classify_one(source: Path, settings: Settings, work: Store, model: ClassifierModel | None,
                  ref: ModelRef | None) -> tuple[CaptureResult, ClassifyResult]:
-    """Capture and OCR (cached in ``eval/``), then classify with the chosen model."""
-    info = capturing.describe_source(source, settings)
-    keys = plan(info, settings, None, ref)
-    captured = _cached(work, keys["capture"].key, CaptureResult,
-                       lambda: capturing.capture(source, info, work, settings, keys["capture"].key))
-    ocr = _cached(work, keys["ocr"].key, OcrResult, lambda: engine.run_ocr(captured, work, settings, keys["ocr"].key))
-    classified = classifying.classify(ocr, captured, settings, keys["classify"].key, None, store=work, model=model, model_ref=ref)
+    """Capture and OCR through the runner (their results are the pipeline's own, reused by key), then
+    classify with the chosen model."""
+    read = runner.read(source, settings, WorkStoreCache(work), ref)
+    captured, ocr = read.done["capture"], read.done["ocr"]
+    classified = classifying.classify(ocr, captured, settings, read.keys["classify"].key, None, store=work, model=model,
+                                      model_ref=ref)
     return captured, classified
 
 
@@ -137,7 +128,7 @@ def evaluate(folder: Path, settings: Settings, archive: Store, work: Store, prog
              ) -> EvalReport:
     labelled = find_labelled(folder)
     if not labelled:
-        raise ValueError(f"no labelled dossiers in {folder} (inputs with a <input>.truth.json beside them)")
+        raise UsageError(f"no labelled dossiers in {folder} (inputs with a <input>.truth.json beside them)")
     ref = classifier_model(archive, settings)
     model = load_model(archive, ref) if ref else None
     engine.warm_up(settings)

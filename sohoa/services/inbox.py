@@ -30,7 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sohoa.kernel.models import Intake
+from sohoa.kernel.errors import ReasonCode
+from sohoa.kernel.models import Intake, Outcome
 from sohoa.storage import ObjectExists, ObjectInfo, ObjectNotFound, StorageError, Store
 
 SYSTEM = "_sohoa/"
@@ -279,7 +280,7 @@ class DropOutcome(BaseModel):
     status: str
     dossier_id: str | None = None
     procedure: str | None = None
-    reason: str | None = None
+    reason: ReasonCode | None = None  # the Reason's code of a refused or failed drop
     at: str
 
 
@@ -292,3 +293,22 @@ def record_outcome(store: Store, drop: Drop, status: str, dossier_id: str | None
 def outcomes(store: Store) -> list[DropOutcome]:
     return [DropOutcome.model_validate_json(store.get_bytes(info.key)) for info in store.list(OUTCOMES)
             if info.key.endswith(".json")]
+
+
+def conclude(store: Store, drop: Drop, outcome: Outcome, moved: list[str]) -> list[str]:
+    """Where an outcome leaves the drop: archived drops were moved out as soon as their archive was verified
+    (``moved``); refused and failed ones go to quarantine with their reason; a duplicate to done. Then the
+    outcome is recorded for the report. Returns the keys the drop now lies under."""
+    if outcome.status in ("refused", "failed"):
+        reason = outcome.reason.model_dump() if outcome.reason else {}
+        moved = settle(store, drop, outcome.status, {**reason, "quarantine": outcome.quarantine})
+    elif not moved:  # a duplicate: its archive exists already
+        moved = settle(store, drop, outcome.status)
+    record_outcome(store, drop, outcome.status, outcome.dossier_id, outcome.reason.code if outcome.reason else None)
+    return moved
+
+
+def fail(store: Store, drop: Drop, code: str, message: str) -> None:
+    """A drop whose run raised: quarantined with the failure's reason, and the outcome recorded."""
+    settle(store, drop, "failed", {"code": code, "message": message})
+    record_outcome(store, drop, "failed", None, code)

@@ -1,22 +1,40 @@
-"""The cache keys of a dossier's steps, known before any step runs.
+"""The table of steps, and the cache keys of a dossier's steps, known before any step runs.
 
 Keys chain on keys, not on results, so the whole plan follows from the input's SHA-256 and
 the settings: a run can tell up front whether an archive made with exactly these steps and
 settings already exists (a duplicate) and which steps a changed setting will rerun.
+
+Each step is one row of ``TABLE``: its name, version, key function (None: not cached) and run
+function. The runner (sohoa/services/runner.py) and every orchestrator go through the table, so
+adding or changing a step is one row here and the step's own module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from sohoa.steps import ocr as engine
-from sohoa.steps import archive, capture, classify, verify
 from sohoa.domain.model import ModelRef, choose
-from sohoa.kernel.models import Outcome, SourceInfo
+from sohoa.domain.model import load as load_model
+from sohoa.kernel.errors import InputRefused
+from sohoa.kernel.models import (
+    ArchiveResult,
+    CaptureResult,
+    ClassifyResult,
+    Intake,
+    OcrResult,
+    Outcome,
+    Refusal,
+    SourceInfo,
+    StepRecord,
+    VerifyResult,
+)
 from sohoa.kernel.settings import Settings
+from sohoa.steps import archive, capture, classify, verify
+from sohoa.steps import ocr as engine
 from sohoa.storage import Store
 
 STEPS = ("capture", "ocr", "classify", "verify", "archive")
@@ -27,16 +45,105 @@ class StepPlan(BaseModel):
     key: str
 
 
+@dataclass(frozen=True)
+class Planning:
+    """What the keys depend on besides the settings: the input, the caller's procedure, the trained model."""
+
+    info: SourceInfo
+    settings: Settings
+    procedure: str | None = None
+    model: ModelRef | None = None
+
+
+@dataclass
+class StepContext:
+    """What a step's run function gets: the input, its settings and stores, and the results before it."""
+
+    path: Path
+    planning: Planning
+    work: Store
+    archive: Store
+    keys: dict[str, StepPlan] = field(default_factory=dict)
+    done: dict[str, BaseModel] = field(default_factory=dict)
+    records: dict[str, StepRecord] = field(default_factory=dict)
+    intake: Intake | None = None
+    ocr_progress: Callable[[CaptureResult], Callable[[int, int], None] | None] = lambda _: None
+
+    @property
+    def settings(self) -> Settings:
+        return self.planning.settings
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    version: str
+    key: Callable[[Planning, str], str] | None  # (planning, upstream key) -> key; None: never cached
+    run: Callable[[StepContext, str], BaseModel]  # (context, key) -> result
+    results: tuple[type[BaseModel], ...]  # what a persisted result may be, for reading it back
+
+
+def _capture(ctx: StepContext, key: str) -> CaptureResult | Refusal:
+    """Bad input is a result (a Refusal), not a failure: no traceback, and the verdict is cached."""
+    try:
+        return capture.capture(ctx.path, ctx.planning.info, ctx.work, ctx.settings, key)
+    except InputRefused as refusal:
+        return Refusal(code=refusal.code, message=refusal.message)
+
+
+def _ocr(ctx: StepContext, key: str) -> OcrResult:
+    captured = ctx.done["capture"]
+    return engine.run_ocr(captured, ctx.work, ctx.settings, key, on_progress=ctx.ocr_progress(captured))
+
+
+def _classify(ctx: StepContext, key: str) -> ClassifyResult:
+    ref = ctx.planning.model
+    trained = load_model(ctx.archive, ref) if ref else None
+    return classify.classify(ctx.done["ocr"], ctx.done["capture"], ctx.settings, key, ctx.planning.procedure,
+                             store=ctx.work, model=trained, model_ref=ref)
+
+
+def _verify(ctx: StepContext, key: str) -> VerifyResult:
+    return verify.verify(ctx.done["capture"], ctx.done["ocr"], ctx.done["classify"], ctx.settings, key)
+
+
+def _archive(ctx: StepContext, _key: str) -> ArchiveResult:
+    d = ctx.done
+    return archive.archive(ctx.path, d["capture"], d["ocr"], d["classify"], d["verify"], ctx.records, ctx.work, ctx.archive,
+                           intake=ctx.intake, settings=ctx.settings)
+
+
+TABLE: tuple[Step, ...] = (
+    Step("capture", capture.VERSION, lambda p, _up: capture.capture_key(p.info, p.settings), _capture,
+         (CaptureResult, Refusal)),
+    Step("ocr", engine.VERSION, lambda p, up: engine.ocr_key(up, p.settings), _ocr, (OcrResult,)),
+    Step("classify", classify.VERSION, lambda p, up: classify.classify_key(up, p.settings, p.procedure, p.model),
+         _classify, (ClassifyResult,)),
+    Step("verify", verify.VERSION, lambda p, up: verify.verify_key(up, p.settings), _verify, (VerifyResult,)),
+    # not cached: idempotent (files already there with the same SHA-256 are skipped), and it re-checks the archive
+    Step("archive", archive.VERSION, None, _archive, (ArchiveResult,)),
+)
+assert tuple(step.name for step in TABLE) == STEPS
+
+
 def plan(source: SourceInfo, settings: Settings, procedure: str | None, model: ModelRef | None = None) -> dict[str, StepPlan]:
-    capture_key = capture.capture_key(source, settings)
-    ocr_key = engine.ocr_key(capture_key, settings)
-    classify_key = classify.classify_key(ocr_key, settings, procedure, model)
-    return {
-        "capture": StepPlan(version=capture.VERSION, key=capture_key),
-        "ocr": StepPlan(version=engine.VERSION, key=ocr_key),
-        "classify": StepPlan(version=classify.VERSION, key=classify_key),
-        "verify": StepPlan(version=verify.VERSION, key=verify.verify_key(classify_key, settings)),
-    }
+    """The key of every cached step, each chained on the one before (capture's on the input's SHA-256)."""
+    planning, upstream, keys = Planning(source, settings, procedure, model), source.sha256, {}
+    for step in TABLE:
+        if step.key is not None:
+            upstream = step.key(planning, upstream)
+            keys[step.name] = StepPlan(version=step.version, key=upstream)
+    return keys
+
+
+def from_first(refresh: list[str] | None) -> set[str]:
+    """Refreshing a step refreshes every step after it: their inputs may have changed."""
+    unknown = set(refresh or []) - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown steps in refresh: {sorted(unknown)}; steps are {', '.join(STEPS)}")
+    if not refresh:
+        return set()
+    return set(STEPS[min(STEPS.index(step) for step in refresh):])
 
 
 @dataclass

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from sohoa.kernel.errors import NO_SPACE, InputRefused, no_space
+from sohoa.kernel.errors import NO_SPACE, InputRefused, ReasonCode, no_space, reason_code
 from sohoa.kernel.models import Outcome, Reason
 from sohoa.storage import Store
 
 
 class QuarantineReason(BaseModel):
-    code: str
+    code: ReasonCode  # serialized as its plain string: reason.json is unchanged
     message: str
     input_name: str
     sha256: str | None
@@ -33,7 +33,7 @@ def safe_name(name: str) -> str:
     return ascii(name)[1:-1] if any(not ch.isprintable() or "\ud800" <= ch <= "\udfff" for ch in name) else name
 
 
-def quarantine(store: Store, path: Path, *, code: str, message: str, step: str, sha256: str | None = None) -> str:
+def quarantine(store: Store, path: Path, *, code: ReasonCode | str, message: str, step: str, sha256: str | None = None) -> str:
     """Copy ``path`` (file or folder) under ``quarantine/<id>/`` with ``reason.json``; return the prefix."""
     stamp = datetime.now(UTC)
     prefix = f"quarantine/{stamp:%Y%m%dT%H%M%SZ}-{(sha256 or uuid.uuid4().hex)[:12]}/"
@@ -60,11 +60,11 @@ def refuse(store: Store, path: Path, refusal: InputRefused, *, sha256: str | Non
                    quarantine=store.url_for(where + "reason.json"), duration_s=duration_s)
 
 
-def failed(item: str, exc: BaseException, message: str | None = None, code: str | None = None) -> Outcome:
+def failed(item: str, exc: BaseException, message: str | None = None, code: ReasonCode | str | None = None) -> Outcome:
     """The outcome of a dossier that failed for a reason other than its input: the error's first line."""
     full = None if message else no_space(exc)
     if full:
         message, code = full, NO_SPACE
     text = message or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     return Outcome(input=safe_name(item), status="failed",
-                   reason=Reason(code=code or getattr(exc, "code", type(exc).__name__), message=text))
+                   reason=Reason(code=code or reason_code(exc), message=text))

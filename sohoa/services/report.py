@@ -20,9 +20,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from sohoa.services import inbox as inboxes
 from sohoa.domain import layout
 from sohoa.kernel.models import Manifest
+from sohoa.services import inbox as inboxes
 from sohoa.services.quarantine import QuarantineReason
 from sohoa.storage import Store
 

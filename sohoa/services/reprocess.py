@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sohoa.services.inbox import local_name
+from sohoa.kernel.errors import UsageError
 from sohoa.kernel.models import Manifest
+from sohoa.services.inbox import local_name
 from sohoa.services.report import manifests
 from sohoa.storage import Store
 
 
-class NothingSelected(ValueError):
+class NothingSelected(UsageError):
     """The selection names no archived dossier (a mistyped id or an empty period)."""
 
 

@@ -1,7 +1,7 @@
 """Operator decisions on an archived dossier: confirm or correct document types, set the procedure,
 approve or reject, with who decided, when, and every previous value.
 
-A decision makes a new revision of ``manifest.json``. Every revision is kept in
+A decision makes a new revision of ``manifest.json`` (keys and rules: sohoa/domain/revisions.py). Every revision is kept in
 ``history/manifest-NNNN.json`` (create-only: of two operators deciding on the same revision at
 the same moment, the second is refused, not silently merged) and every decision is appended to
 the dossier's log (``decisions/NNNN-<id>.json``) before the manifest is rewritten, so nothing an
@@ -19,18 +19,31 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sohoa.domain import layout, index as reuse_index
-from sohoa.steps import archive as archiving
-from sohoa.steps.archive import MANIFEST
-from sohoa.kernel.keys import sha256_bytes
+from sohoa.domain import index as reuse_index
+from sohoa.domain import layout, revisions
+from sohoa.domain.catalog import taxonomy
+from sohoa.domain.layout import MANIFEST
+from sohoa.kernel.errors import UsageError
 from sohoa.kernel.models import (
-    CaptureResult, Change, ClassifyResult, Decision, Document, DocumentReview, Manifest, OcrResult, Verification,
+    CaptureResult,
+    Change,
+    ClassifyResult,
+    Decision,
+    Document,
+    DocumentReview,
+    Manifest,
+    OcrResult,
+    Verification,
 )
 from sohoa.kernel.settings import Settings
-from sohoa.storage import ObjectExists, ObjectNotFound, Store, materialize, open_store
+from sohoa.services import review_queue
+from sohoa.steps import archive as archiving  # per-document PDFs of re-split documents
+from sohoa.steps import classify as classifying
+from sohoa.steps import verify as verifying
+from sohoa.storage import ObjectNotFound, Store, materialize, open_store
 
 
-class ReviewError(ValueError):
+class ReviewError(UsageError):
     """A decision that cannot be applied (unknown dossier, type or document; a concurrent decision)."""
 
 
@@ -190,16 +203,6 @@ def apply_decision(manifest: Manifest, decision: ReviewDecision, *, codes: set[s
     return _revision(manifest, record, **update)
 
 
-def _put_new(store: Store, key: str, data: bytes) -> bool:
-    """Write ``data`` at ``key`` unless something is there; True when it is there now with these bytes."""
-    try:
-        store.put_bytes(key, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)},
-                        create_only=True)
-        return True
-    except ObjectExists:
-        return store.get_bytes(key) == data
-
-
 def record(store: Store, prefix: str, before: Manifest, after: Manifest) -> str:
     """Keep every revision and log the decision, then rewrite the manifest; returns its key.
 
@@ -207,45 +210,26 @@ def record(store: Store, prefix: str, before: Manifest, after: Manifest) -> str:
     operators deciding on the same revision, the second is refused (ReviewError) and must reload.
     A decision interrupted after claiming its slot is finished by the next attempt on the dossier.
     """
-    old, new = before.to_json().encode(), after.to_json().encode()
-    _put_new(store, f"{prefix}history/manifest-{before.revision:04d}.json", old)
-    slot = f"{prefix}history/manifest-{after.revision:04d}.json"
-    if not _put_new(store, slot, new):
-        claimed = Manifest.model_validate_json(store.get_bytes(slot))
-        current = Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
-        if current.revision < claimed.revision:  # that decision was interrupted before the manifest was rewritten
-            _promote(store, prefix, claimed)
+    revisions.keep(store, prefix, before)
+    if not revisions.keep(store, prefix, after):
+        _finish_interrupted(store, prefix, after.revision)
         raise ReviewError(f"another decision made revision {after.revision} of this dossier meanwhile: reload and decide again")
     _promote(store, prefix, after)
     return prefix + MANIFEST
 
 
+def _finish_interrupted(store: Store, prefix: str, revision: int) -> None:
+    """Promote the revision that holds the slot if its decision died before the manifest was rewritten."""
+    claimed = revisions.kept(store, prefix, revision)
+    current = Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
+    if current.revision < claimed.revision:
+        _promote(store, prefix, claimed)
+
+
 def _promote(store: Store, prefix: str, manifest: Manifest) -> None:
-    decision = manifest.decisions[-1]
-    _put_new(store, f"{prefix}decisions/{manifest.revision:04d}-{decision.id}.json", decision.model_dump_json().encode())
-    archiving.write_manifest(store, prefix, manifest)
+    revisions.log_decision(store, prefix, manifest)
+    revisions.write_manifest(store, prefix, manifest)
     reuse_index.record_archived(Settings(archive=store.url), manifest, prefix + MANIFEST)
-
-
-def carry_over(previous: Manifest, new: Manifest) -> Manifest:
-    """A reprocessed dossier's manifest that keeps what operators decided on the previous one.
-
-    A document of the new reading with exactly the pages of a reviewed one gets that review and,
-    when it was corrected, the operator's type: a person's decision outranks the machine's. The
-    decision log and the revision count go on, and so does where the dossier came in (``intake``).
-    """
-    reviewed = {tuple(d.pages): d for d in previous.documents if d.review is not None}
-    documents = []
-    for document in new.documents:
-        earlier = reviewed.get(tuple(document.pages))
-        if earlier is not None:
-            update = {"review": earlier.review}
-            if earlier.review.decision == "corrected":
-                update["type"] = earlier.type
-            document = document.model_copy(update=update)
-        documents.append(document)
-    return new.model_copy(update={"documents": documents, "decisions": previous.decisions,
-                                  "revision": previous.revision + 1, "intake": new.intake or previous.intake})
 
 
 def settle(dossier_id: str, decision: ReviewDecision, capture: CaptureResult, ocr: OcrResult, classified: ClassifyResult,
@@ -253,12 +237,6 @@ def settle(dossier_id: str, decision: ReviewDecision, capture: CaptureResult, oc
     """Apply a decision on the whole dossier to its archive: the documents as the operator set them are
     read for their fields and verified again, documents whose pages or type changed get new PDFs,
     the manifest a new revision, and the dossier leaves the review queue. ReviewError when it cannot apply."""
-    from sohoa.steps import archive as archiving
-    from sohoa.steps import classify as classifying
-    from sohoa.services import review_queue
-    from sohoa.steps import verify as verifying
-    from sohoa.domain.catalog import taxonomy
-
     store, work = open_store(settings.archive), open_store(settings.work)
     prefix, before = load(store, dossier_id)
     codes = taxonomy(settings.taxonomy).codes()

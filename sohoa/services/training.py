@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from sohoa.domain import model as classifier
 from sohoa.domain import layout
+from sohoa.domain import model as classifier
 from sohoa.domain.catalog import taxonomy
 from sohoa.kernel.models import Manifest
 from sohoa.kernel.settings import Settings

@@ -16,23 +16,34 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from sohoa.domain import layout, records, index as reuse_index
-from sohoa.steps import verify as verifying
+from sohoa.domain import index as reuse_index
+from sohoa.domain import layout, records, revisions
 from sohoa.domain.catalog import catalog, taxonomy
-from sohoa.kernel.settings import Settings
-
-from sohoa.ocr import pdf as searchable
-
-from sohoa.steps.capture import EXTENSIONS, sniff_media_type
-from sohoa.kernel.keys import sha256_bytes, sha256_file, step_key
+from sohoa.kernel.keys import sha256_file, step_key
 from sohoa.kernel.models import (
-    ArchiveResult, CaptureResult, ClassifyResult, Document, FileRef, Intake, Manifest, ManifestPage, OcrResult, Protection, StepRecord,
+    ArchiveResult,
+    CaptureResult,
+    ClassifyResult,
+    Document,
+    FileRef,
+    Intake,
+    Manifest,
+    ManifestPage,
+    OcrResult,
+    Protection,
+    StepRecord,
     VerifyResult,
 )
-from sohoa.storage import ObjectNotFound, Store, StorageError, materialize
+from sohoa.kernel.settings import Settings
+from sohoa.ocr import pdf as searchable
+from sohoa.steps import verify as verifying
+from sohoa.steps.capture import EXTENSIONS, sniff_media_type
+from sohoa.storage import ObjectNotFound, StorageError, Store, materialize
 
 VERSION = "4"  # 2: a PDF per document; 3: page types, earlier revisions kept; 4: layout, Appendix VI, object lock
 MANIFEST = layout.MANIFEST
+#: The commit marker's writer (sohoa/domain/revisions.py), under the name callers of the archive step know.
+write_manifest = revisions.write_manifest
 log = logging.getLogger(__name__)
 
 
@@ -113,8 +124,8 @@ def archive(
                               steps, files).model_copy(update={"intake": intake, "protection": protection})
     manifest = manifest.model_copy(update={"records": records.build(
         manifest, layout.Place.from_prefix(prefix), catalog(settings.catalog), taxonomy(settings.taxonomy))})
-    manifest = _keep_previous(store, prefix, manifest)
-    write_manifest(store, prefix, manifest)
+    manifest = revisions.supersede(store, prefix, manifest)  # the replaced revision kept, decisions carried over
+    revisions.write_manifest(store, prefix, manifest)
     reuse_index.record_archived(settings, manifest, prefix + MANIFEST)
     record = ArchivedSource(dossier_id=ident, manifest_key=prefix + MANIFEST, verify_key=verified.key)
     store.put_bytes(source_index_key(capture.source.sha256), record.model_dump_json().encode(), content_type="application/json")
@@ -138,19 +149,6 @@ def _write_files(source: Path, capture: CaptureResult, ocr: OcrResult, classifie
     words = materialize(work, ocr.words_key, workdir / "words.json")
     files["ocr_words"] = put_verified(store, f"{prefix}words.json", words, "application/json")
     return documents
-
-
-def write_manifest(store: Store, prefix: str, manifest: Manifest) -> None:
-    """The commit marker, with its own SHA-256 as metadata, protected like the files it lists."""
-    protection = manifest.protection
-    retain = protection and protection.source == "per_object" and protection.mode and protection.retain_until
-    if retain:
-        for ref in manifest.files.values():  # before the commit marker, files a review added too
-            store.protect(ref.key, protection.mode, datetime.fromisoformat(protection.retain_until))
-    data = manifest.to_json().encode()
-    store.put_bytes(prefix + MANIFEST, data, content_type="application/json", metadata={"sha256": sha256_bytes(data)})
-    if retain:
-        store.protect(prefix + MANIFEST, protection.mode, datetime.fromisoformat(protection.retain_until))
 
 
 def protection_for(store: Store, settings: Settings, now: datetime) -> Protection:
@@ -189,30 +187,6 @@ def write_documents(store: Store, prefix: str, ident: str, pdf: Path, documents:
         files[f"document_{index:02d}"] = ref
         out.append(document.model_copy(update={"file": ref.key}))
     return out
-
-
-def _keep_previous(store: Store, prefix: str, manifest: Manifest) -> Manifest:
-    """Nothing is lost when a dossier is archived again: a different earlier manifest is kept in
-    ``history/`` and the operators' decisions on it carry over to the new one (sohoa/services/review.py)."""
-    from sohoa.services import review
-
-    try:
-        previous = Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
-    except (ObjectNotFound, ValueError):
-        return manifest
-    if _content(previous) == _content(manifest):
-        return previous  # the same archive again: idempotent
-    old = previous.to_json().encode()
-    key = f"{prefix}history/manifest-{previous.revision:04d}.json"
-    if not store.exists(key):
-        store.put_bytes(key, old, content_type="application/json", metadata={"sha256": sha256_bytes(old)})
-    return review.carry_over(previous, manifest)
-
-
-def _content(manifest: Manifest) -> Manifest:
-    """What a manifest holds, without how and when this run wrote it (times, durations, cache hits)."""
-    steps = {name: step.model_copy(update={"cached": False, "duration_s": 0.0}) for name, step in manifest.steps.items()}
-    return manifest.model_copy(update={"created_at": "", "protection": None, "steps": steps})
 
 
 def _ext_of(path: Path) -> str:

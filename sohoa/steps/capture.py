@@ -3,7 +3,8 @@
 Accepts a PDF (scanned or born-digital), a multi-page TIFF, a JPEG/PNG, or a folder of page
 files. The media type comes from the content, never from the name. A PDF page that is one
 full-page image is taken at its native resolution (its own bytes when it is a JPEG), so the
-archive keeps what was scanned; other pages are rasterized with pdftoppm at ``render_dpi``.
+archive keeps what was scanned; other pages are rasterized with pdftoppm at ``render_dpi``
+(sohoa/ocr/pdftoppm.py), whose version enters the cache key of PDFs.
 Page images go to the work store content-addressed, so later steps (in any process) read them.
 """
 
@@ -20,12 +21,12 @@ import pikepdf
 from natsort import natsorted
 from PIL import Image, ImageOps, ImageSequence
 
-from sohoa.ocr import imaging
-from sohoa.ocr.normalize import OCR_DPI, UPSCALE_BELOW_DPI
 from sohoa.kernel.errors import InputRefused
 from sohoa.kernel.keys import sha256_bytes, sha256_file, step_key
 from sohoa.kernel.models import CaptureResult, PageImage, SourceInfo
-from sohoa.kernel.settings import Settings
+from sohoa.kernel.settings import CaptureSettings, Settings
+from sohoa.ocr import imaging, pdftoppm
+from sohoa.ocr.normalize import OCR_DPI, UPSCALE_BELOW_DPI
 from sohoa.storage import Store
 
 VERSION = "5"  # 2: text direction (sideways) measured; 3: square pixels; 4: masked images rendered; 5: OCR copy limits
@@ -40,10 +41,8 @@ DESKEW_GROWTH = 1.1  # straightening by up to 5 degrees grows the OCR copy's can
 
 
 def key_settings(settings: Settings) -> dict:
-    """Everything that changes what capture produces, refusals included."""
-    return {"render_dpi": settings.render_dpi, "max_page_pixels": settings.max_page_pixels,
-            "max_render_pixels": settings.max_render_pixels,
-            "max_pages": settings.max_pages, "max_input_bytes": settings.max_input_bytes}
+    """Everything that changes what capture produces, refusals included: CaptureSettings whole."""
+    return CaptureSettings.of(settings).model_dump()
 
 
 @dataclass
@@ -173,7 +172,15 @@ def capture(path: Path, source: SourceInfo, store: Store, settings: Settings, ke
 
 
 def capture_key(source: SourceInfo, settings: Settings) -> str:
-    return step_key("capture", VERSION, key_settings(settings), source.sha256)
+    return step_key("capture", VERSION, {**key_settings(settings), **key_programs(source)}, source.sha256)
+
+
+def key_programs(source: SourceInfo) -> dict:
+    """The programs whose output capture keeps: pdftoppm renders a PDF's pages that are not one image
+    (its version, None without it: a scanned PDF is captured without it). Images need none."""
+    if source.media_type != "application/pdf":
+        return {}
+    return {"pdftoppm": pdftoppm.version_or_none()}
 
 
 def store_page(n: int, raw: RawPage, store: Store) -> PageImage:
@@ -362,9 +369,6 @@ def _draws_only_one_full_image(page: pikepdf.Page) -> bool:
 
 
 def _render_page(path: Path, number: int, page: pikepdf.Page, settings: Settings) -> RawPage:
-    from pdf2image import convert_from_path
-    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
-
     box = [float(v) for v in page.mediabox]
     square_inches = abs(box[2] - box[0]) / 72 * abs(box[3] - box[1]) / 72
     dpi = settings.render_dpi
@@ -373,15 +377,9 @@ def _render_page(path: Path, number: int, page: pikepdf.Page, settings: Settings
     _check_pixels(int(abs(box[2] - box[0]) / 72 * dpi), int(abs(box[3] - box[1]) / 72 * dpi), settings, (dpi, dpi))
     with tempfile.TemporaryDirectory(prefix="sohoa-render-") as tmp:
         try:
-            files = convert_from_path(
-                path, dpi=dpi, first_page=number, last_page=number, fmt="png",
-                output_folder=tmp, paths_only=True, timeout=settings.page_timeout_s,
-            )
-        except (PDFPageCountError, PDFSyntaxError) as exc:
-            raise InputRefused("corrupt_file", f"page {number} cannot be rendered ({_first_line(exc)})") from None
-        if not files:
-            raise InputRefused("corrupt_file", f"page {number} cannot be rendered")
-        data = Path(files[0]).read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        data = _encode_png(image, dpi)
+            rendered = pdftoppm.render(path, number, dpi, Path(tmp) / "page", timeout=settings.page_timeout_s)
+        except pdftoppm.RenderFailed as exc:
+            raise InputRefused("corrupt_file", f"page {number} cannot be rendered ({exc})") from None
+        with Image.open(rendered) as image:
+            data = _encode_png(image, dpi)
     return RawPage(data, "image/png", dpi, 0, "rendered")

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sohoa.ocr import imaging
 from sohoa.domain import fields as labelled
 from sohoa.domain import identifiers, identity, rules
-from sohoa.domain.catalog import Catalog, Taxonomy, catalog, taxonomy
-from sohoa.kernel.keys import step_key
+from sohoa.domain.catalog import Catalog, Taxonomy, catalog, key_of, taxonomy
 from sohoa.domain.model import ClassifierModel, ModelRef
+from sohoa.kernel.keys import step_key
 from sohoa.kernel.models import CaptureResult, ClassifyResult, Document, OcrResult, PagePrediction
-from sohoa.kernel.settings import Settings
+from sohoa.kernel.settings import ClassifySettings, Settings
+from sohoa.ocr import imaging
 from sohoa.storage import Store
 
 VERSION = "4"  # 2: dossier code from the receipt QR code; 3: rules + trained model, page marks, blank separators;
@@ -42,9 +42,8 @@ NOT_RECEIPT_TYPES = {"phieu_tiep_nhan", UNKNOWN}
 
 
 def key_settings(settings: Settings, procedure: str | None, model: ModelRef | None = None) -> dict:
-    return {"title_lines": settings.title_lines, "taxonomy": taxonomy(settings.taxonomy).digest,
-            "catalog": catalog(settings.catalog).digest, "procedure": procedure,
-            "classifier": model.digest if model else "rules"}
+    """ClassifySettings whole, the caller's procedure and the trained model's digest (``rules`` without one)."""
+    return {**key_of(ClassifySettings.of(settings)), "procedure": procedure, "classifier": model.digest if model else "rules"}
 
 
 def classify_key(ocr_key: str, settings: Settings, procedure: str | None, model: ModelRef | None = None) -> str:

@@ -1,4 +1,9 @@
-"""The OCR step: every page through Tesseract in parallel, then one searchable PDF.
+"""The OCR step: every page through the OCR engine in parallel, then one searchable PDF.
+
+The engine is whichever ``settings.ocr_engine`` chooses in the registry (sohoa/ocr/engines.py):
+Tesseract warm in this process or as a program per page (sohoa/ocr/tesseract_engines.py), or a
+test's fake. The step sees only its PageReading (text, words, the page's text layer), and its
+name and fingerprint enter the step's cache key.
 
 At most ``settings.jobs`` pages are read at once in a process, one thread each, whatever the
 number of dossiers in flight: the warm engines of sohoa/ocr/libtesseract.py (or the tesseract
@@ -19,9 +24,7 @@ outputs are written, so that a refresh of the step reads every page again.
 
 from __future__ import annotations
 
-import errno
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,15 +32,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import pikepdf
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sohoa.ocr import libtesseract, normalize, tesseract
-from sohoa.ocr import pdf as searchable
 from sohoa.kernel.keys import step_key
 from sohoa.kernel.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
-from sohoa.kernel.settings import Settings
+from sohoa.kernel.settings import OcrSettings, Settings
+from sohoa.ocr import engines, normalize
+from sohoa.ocr import pdf as searchable
 from sohoa.storage import ObjectNotFound, StorageError, Store, materialize
 
 # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy;
@@ -49,48 +51,23 @@ log = logging.getLogger("sohoa.ocr")
 
 
 def engine_kind(settings: Settings) -> str:
-    """``library`` (warm, in-process) or ``cli`` (a process per page); ``auto`` takes the library when it loads."""
-    if settings.ocr_engine == "auto":
-        return "library" if libtesseract.available() else "cli"
-    return settings.ocr_engine
+    """The name of the engine these settings choose (sohoa/ocr/engines.py): ``auto`` takes the library when it loads."""
+    return engines.choose(settings).name
 
 
 def key_settings(settings: Settings) -> dict:
-    kind = engine_kind(settings)
-    library = libtesseract.library_path() if kind == "library" else None
-    return {
-        "languages": settings.languages,
-        "psm": settings.psm,
-        "runner": kind,
-        "engine": tesseract.library_fingerprint(library, settings.languages) if library
-        else tesseract.engine_fingerprint(settings.tesseract_cmd, settings.languages),
-    }
+    """What enters the OCR key besides the capture: OcrSettings whole, the engine (``runner``) and its fingerprint."""
+    engine = engines.choose(settings)
+    return {**OcrSettings.of(settings).model_dump(), "runner": engine.name, "engine": engine.fingerprint(settings)}
 
 
 def ocr_key(capture_key: str, settings: Settings) -> str:
     return step_key("ocr", VERSION, key_settings(settings), capture_key)
 
 
-def parse_tsv(tsv: str) -> list[Word]:
-    """Words (level 5 rows) with boxes and confidences, numbered by line in reading order."""
-    words: list[Word] = []
-    lines: dict[tuple[str, str, str], int] = {}
-    for row in tsv.splitlines()[1:]:
-        cols = row.split("\t")
-        if len(cols) < 12 or cols[0] != "5" or not cols[11].strip():
-            continue
-        conf = float(cols[10])
-        if conf < 0:
-            continue
-        line = lines.setdefault((cols[2], cols[3], cols[4]), len(lines))
-        box = (int(cols[6]), int(cols[7]), int(cols[8]), int(cols[9]))
-        words.append(Word(text=cols[11].strip(), box=box, conf=round(conf, 2), line=line))
-    return words
-
-
 @dataclass
 class Reading:
-    """One tesseract pass over one OCR copy of a page."""
+    """One engine pass over one OCR copy of a page, word boxes on the page as stored."""
 
     image: normalize.OcrImage
     text: str
@@ -103,69 +80,23 @@ class Reading:
 
 
 def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
-    base = workdir / f"p{page.n:04d}r{rotation % 360:03d}"
-    if engine_kind(settings) == "library":
-        image, text, tsv, layer = _read_in_process(page, source, base, rotation, settings)
-    else:
-        image, text, tsv, layer = _read_with_program(page, source, base, rotation, settings)
-    text, tsv = tesseract.normalize_text(text), tesseract.normalize_text(tsv)
-    found = parse_tsv(tsv)
-    boxes = normalize.to_original(image, [w.box for w in found])
-    words = [w.model_copy(update={"box": box}) for w, box in zip(found, boxes)]
-    return Reading(image=image, text=text.strip(), words=words, layer=layer)
-
-
-def _read_in_process(page: PageImage, source: Path, base: Path, rotation: int,
-                     settings: Settings) -> tuple[normalize.OcrImage, str, str, Path]:
-    image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)  # before taking an engine: overlaps
-    with _engines(settings).engine() as engine:
-        text, tsv, layer = engine.read(gray, image.dpi, base, settings.page_timeout_s)
-    return image, text, tsv, layer
-
-
-def _read_with_program(page: PageImage, source: Path, base: Path, rotation: int,
-                       settings: Settings) -> tuple[normalize.OcrImage, str, str, Path]:
-    path = source
-    image = normalize.as_stored((page.width, page.height), page.dpi)
-    if normalize.needs_copy(page.dpi, rotation, page.skew):
-        image, gray = normalize.prepare(source, page.dpi, rotation, page.skew)
-        path = base.with_suffix(".pgm")  # no compression to pay for a file tesseract reads once
-        if not cv2.imwrite(str(path), gray):  # OpenCV only says False; a full disk is the usual reason
-            full = shutil.disk_usage(path.parent).free < gray.nbytes
-            raise OSError(errno.ENOSPC if full else errno.EIO, "cannot write the OCR copy", str(path))
-        del gray
-    try:
-        with tesseract.slots(settings.jobs):
-            out = tesseract.ocr_page(path, base, cmd=settings.tesseract_cmd, languages=settings.languages,
-                                     psm=settings.psm, dpi=image.dpi, timeout=settings.page_timeout_s)
-    finally:
-        if path != source:
-            path.unlink(missing_ok=True)
-    return image, out.text, out.tsv, out.pdf
-
-
-def _engines(settings: Settings) -> libtesseract.EnginePool:
-    folder = tesseract.tessdata_dir()
-    if folder is None:
-        raise tesseract.language_error(settings.languages.split("+"))
-    return libtesseract.pool(folder, settings.languages, settings.psm, settings.jobs)
+    """One pass of the chosen engine over the page turned by ``rotation``."""
+    wanted = engines.PageToRead(n=page.n, source=source, size=(page.width, page.height), dpi=page.dpi,
+                                rotation=rotation, skew=page.skew, base=workdir / f"p{page.n:04d}r{rotation % 360:03d}")
+    got = engines.choose(settings).read(wanted, settings, settings.page_timeout_s)
+    boxes = normalize.to_original(got.image, [w.box for w in got.words])
+    words = [w.model_copy(update={"box": box}) for w, box in zip(got.words, boxes)]
+    return Reading(image=got.image, text=got.text, words=words, layer=got.layer)
 
 
 def warm_up(settings: Settings) -> None:
     """Start loading this process's engines now, so that the first page does not wait for them."""
-    if engine_kind(settings) == "library" and not tesseract.missing_languages(settings.languages):
-        _engines(settings).warm()
+    engines.choose(settings).warm_up(settings)
 
 
 def check_engine(settings: Settings) -> str:
     """The engine's version line, after checking that it and its language data are there."""
-    if engine_kind(settings) == "library":
-        missing = tesseract.missing_languages(settings.languages)
-        if missing:
-            raise tesseract.language_error(missing)
-        return libtesseract.version()
-    tesseract.check_languages(settings.tesseract_cmd, settings.languages)
-    return tesseract.version(settings.tesseract_cmd)
+    return engines.choose(settings).check(settings)
 
 
 def read_page(page: PageImage, source: Path, workdir: Path, settings: Settings) -> tuple[Reading, int]:

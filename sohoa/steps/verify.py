@@ -27,24 +27,25 @@ from typing import TYPE_CHECKING
 
 from sohoa.domain import fields as labelled
 from sohoa.domain import identifiers
-from sohoa.domain.catalog import Procedure, Taxonomy, catalog, taxonomy
+from sohoa.domain.catalog import Procedure, Taxonomy, catalog, key_of, taxonomy
 from sohoa.kernel.keys import step_key
 from sohoa.kernel.models import CaptureResult, Check, ClassifyResult, OcrResult, Status, Verification, VerifyResult
-from sohoa.kernel.settings import Settings
+from sohoa.kernel.settings import Settings, VerifySettings
 
 if TYPE_CHECKING:
     from sohoa.domain.index import Hit
 
 VERSION = "3"  # 2: QR/printed agreement, resolution; 3: bilingual checks, fields, consistency, quality
-MIN_LEGAL_DPI = 200  # digital copies must be at least 200 dpi (DOMAIN.md)
+MIN_LEGAL_DPI = 200  # digital copies must be at least 200 dpi (see docs/domain.md, 'Digitization requirements')
+# failed, these checks are about how the documents were typed as a whole: a person looks at uncertain documents
+DOCUMENT_CHECKS = frozenset({"classification.confidence", "components.required"})
 UNREADABLE_CONFIDENCE = 30.0  # a page with text below this mean word confidence could not be read
 MAX_BLANK_RATIO = 0.5
 Value = str | int | float | list[str] | None
 
 
 def key_settings(settings: Settings) -> dict:
-    return {"catalog": catalog(settings.catalog).digest, "taxonomy": taxonomy(settings.taxonomy).digest,
-            "min_page_confidence": settings.min_page_confidence, "min_type_confidence": settings.min_type_confidence}
+    return key_of(VerifySettings.of(settings))
 
 
 def verify_key(classify_key: str, settings: Settings) -> str:

@@ -14,12 +14,12 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import pydantic
 
-if TYPE_CHECKING:
-    from .lock import LockPolicy, Mode
+from sohoa.kernel.errors import ExitCode, SohoaError
+
+from .policy import LockPolicy, Mode
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -60,8 +60,13 @@ class ObjectInfo(pydantic.BaseModel):
     metadata: dict[str, str] = pydantic.Field(default_factory=dict)
 
 
-class StorageError(Exception):
-    """Base of all storage failures; message is one line and never holds credentials."""
+class StorageError(SohoaError):
+    """Base of all storage failures; message is one line and never holds credentials.
+
+    Exit code ``failed`` for every command: the store could not be reached or used (a URL that cannot
+    be parsed is the command line's configuration error, told apart where the store is opened)."""
+
+    exit_code = ExitCode.failed
 
 
 class ObjectNotFound(StorageError):
@@ -261,8 +266,6 @@ class Store(abc.ABC):
 
     def lock_policy(self) -> LockPolicy:
         """Whether the store keeps objects under object lock (S3 buckets with it); local stores do not."""
-        from .lock import LockPolicy
-
         return LockPolicy()
 
     def protect(self, key: str, mode: Mode, until: datetime) -> None:

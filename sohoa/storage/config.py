@@ -6,7 +6,9 @@ from the environment (or override them) without touching S3.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -97,3 +99,13 @@ class S3Settings(BaseSettings):
             return self.secure
         host = urlsplit(f"//{self.endpoint}").hostname or ""
         return not _is_loopback(host)
+
+    def fingerprint(self) -> str:
+        """A digest of every setting, the credentials included: equal settings, equal fingerprints.
+
+        Shared stores are looked up by it (:func:`sohoa.storage.open_store`), so two users of one
+        server never share a client, and no secret is kept in the lookup key.
+        """
+        fields = self.model_dump(mode="json", exclude={"access_key", "secret_key"})
+        fields["credentials"] = [v.get_secret_value() if v is not None else None for v in (self.access_key, self.secret_key)]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

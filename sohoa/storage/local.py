@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from .atomic import FILE_MODE, os_reason, write_atomically
 from .base import (
     DEFAULT_CONTENT_TYPE,
     InvalidKey,
@@ -44,21 +45,6 @@ __all__ = ["LocalStore"]
 META_DIR = ".sohoa-meta"
 TMP_DIR = ".sohoa-tmp"
 _CHUNK = 1024 * 1024
-
-
-def _read_umask() -> int:
-    # Read once at import: os.umask() is process-global and not thread-safe.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: mkstemp creates 0600 files; stored objects and downloads get normal permissions.
-_FILE_MODE = 0o666 & ~_read_umask()
-
-
-def _oserror_text(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
 
 
 class LocalStore(Store):
@@ -88,7 +74,7 @@ class LocalStore(Store):
         return self._meta_root / (key + ".json")
 
     def _error(self, action: str, key: str, exc: OSError) -> StorageError:
-        return StorageError(f"cannot {action} {self._path(key)}: {_oserror_text(exc)}")
+        return StorageError(f"cannot {action} {self._path(key)}: {os_reason(exc)}")
 
     def _tmp_dir(self) -> Path:
         """Return the temp dir; a missing root is a setup error, not something to paper over."""
@@ -99,7 +85,7 @@ class LocalStore(Store):
                 f"local store root {self.root} does not exist; call ensure_ready() first"
             ) from None
         except OSError as exc:
-            raise StorageError(f"cannot create {self._tmp_root}: {_oserror_text(exc)}") from None
+            raise StorageError(f"cannot create {self._tmp_root}: {os_reason(exc)}") from None
         return self._tmp_root
 
     @contextmanager
@@ -166,9 +152,9 @@ class LocalStore(Store):
                 fill(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-                os.chmod(tmp, _FILE_MODE)
+                os.chmod(tmp, FILE_MODE)
             except OSError as exc:
-                raise StorageError(f"cannot write temp file for {dest}: {_oserror_text(exc)}") from None
+                raise StorageError(f"cannot write temp file for {dest}: {os_reason(exc)}") from None
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
@@ -196,7 +182,7 @@ class LocalStore(Store):
             if create_only:
                 # Undo our claim so a retry can succeed; nobody else could have written it.
                 dest.unlink(missing_ok=True)
-            raise StorageError(f"cannot write metadata for {dest}: {_oserror_text(exc)}") from None
+            raise StorageError(f"cannot write metadata for {dest}: {os_reason(exc)}") from None
         st = dest.stat()
         return self._info(key, st, {"content_type": ctype, "metadata": meta})
 
@@ -230,7 +216,7 @@ class LocalStore(Store):
         try:
             src_fh = open(src, "rb")
         except OSError as exc:
-            raise StorageError(f"cannot read {src}: {_oserror_text(exc)}") from None
+            raise StorageError(f"cannot read {src}: {os_reason(exc)}") from None
         with src_fh:
             return self._put(
                 key, lambda fh: shutil.copyfileobj(src_fh, fh, _CHUNK), metadata, content_type, create_only
@@ -261,7 +247,7 @@ class LocalStore(Store):
             except (FileNotFoundError, NotADirectoryError):
                 pass
             except OSError as exc:
-                raise StorageError(f"cannot delete {p}: {_oserror_text(exc)}") from None
+                raise StorageError(f"cannot delete {p}: {os_reason(exc)}") from None
 
     # -------------------------------------------------------------------- reads
     def _open_for_read(self, key: str) -> IO[bytes]:
@@ -284,7 +270,7 @@ class LocalStore(Store):
         key = self._key(key)
         dest_path = Path(os.fspath(dest))
         with self._open_for_read(key) as src:
-            _atomic_write_from(dest_path, lambda out: shutil.copyfileobj(src, out, _CHUNK))
+            write_atomically(dest_path, lambda out: shutil.copyfileobj(src, out, _CHUNK))
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and mtime from the file, content type and metadata from the sidecar."""
@@ -353,34 +339,6 @@ class LocalStore(Store):
             self._meta_root.mkdir(exist_ok=True)
             self._tmp_root.mkdir(exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create local store root {self.root}: {_oserror_text(exc)}") from None
+            raise StorageError(f"cannot create local store root {self.root}: {os_reason(exc)}") from None
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"local store root {self.root} is not writable")
-
-
-def _atomic_write_from(dest: Path, fill: Callable[[IO[bytes]], None]) -> None:
-    """Write *dest* via a temp file in the same directory + os.replace; no temp left on error.
-
-    Shared by both backends' get_file so a crash never leaves a truncated
-    download under the final name.
-    """
-    parent = dest.parent if str(dest.parent) else Path(".")
-    try:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise StorageError(f"cannot write {dest}: {_oserror_text(exc)}") from None
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise StorageError(f"cannot write {dest}: {_oserror_text(exc)}") from None
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass

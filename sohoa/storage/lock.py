@@ -2,79 +2,74 @@
 
 Detection is one ``GET /<bucket>?object-lock``. A server that does not know the sub-resource may
 answer it as a bucket listing (rclone serve s3 does): the bucket counts as locked only when the
-answer is an ``ObjectLockConfiguration`` that says ``Enabled``. Only then is a ``PUT ?retention``
-ever sent, because a server without object lock may take that request for an upload and replace
-the object's bytes with the retention XML (measured with rclone serve s3).
+answer is an ``ObjectLockConfiguration`` that says ``Enabled`` (:func:`~sohoa.storage.policy.parse_policy`).
+Only then is a ``PUT ?retention`` ever sent, because a server without object lock may take that
+request for an upload and replace the object's bytes with the retention XML (measured with rclone
+serve s3).
+
+:class:`ObjectLock` belongs to the S3 backend: :class:`~sohoa.storage.s3.S3Store` builds one with its
+own client and bucket, so nothing here needs to know the store.
 """
 
 from __future__ import annotations
 
 import logging
-import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+import threading
+from datetime import UTC, datetime
 
-from pydantic import BaseModel
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error
+from minio.retention import Retention
 
 from .base import StorageError
+from .policy import LockPolicy, Mode, parse_policy
 
-if TYPE_CHECKING:
-    from .s3 import S3Store
+__all__ = ["ObjectLock", "parse_policy"]
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["GOVERNANCE", "COMPLIANCE"]
 
+class ObjectLock:
+    """The object lock of one bucket: its policy read once per store, retention only where it is enabled."""
 
-class LockPolicy(BaseModel):
-    """What the bucket says about object lock; ``enabled`` False on servers and stores without it."""
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._guard = threading.Lock()
+        self._policy: LockPolicy | None = None
 
-    enabled: bool = False
-    default_mode: Mode | None = None
-    default_days: int | None = None
+    def policy(self) -> LockPolicy:
+        """The bucket's policy; the first answer the server gives is kept (stores are shared per process).
 
-    def default_until(self, now: datetime) -> datetime | None:
-        return now + timedelta(days=self.default_days) if self.default_mode and self.default_days else None
+        A request that got no answer (server unreachable, 5xx) counts as disabled for this call only,
+        so that one network hiccup does not switch retention off for the rest of the process.
+        """
+        with self._guard:
+            if self._policy is not None:
+                return self._policy
+            policy, answered = self._read()
+            if answered:
+                self._policy = policy
+            return policy
 
+    def _read(self) -> tuple[LockPolicy, bool]:
+        """(policy, whether the server answered) from one GET; a bucket without object lock answers an error."""
+        try:
+            # minio has no public call that returns the raw answer, which parse_policy must judge itself
+            response = self._client._execute("GET", self._bucket, query_params={"object-lock": ""})
+        except (S3Error, InvalidResponseError) as exc:  # an answer: no object lock here
+            log.debug("no object lock on s3://%s: %s", self._bucket, type(exc).__name__)
+            return LockPolicy(), True
+        except Exception as exc:  # noqa: BLE001 - every failure means: do not send retention requests
+            log.debug("object lock of s3://%s unknown: %s", self._bucket, type(exc).__name__)
+            return LockPolicy(), False
+        return parse_policy(response.data), True
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+    def retain(self, name: str, mode: Mode, until: datetime) -> None:
+        """Retain object ``name`` (its current version) until ``until``; StorageError unless the policy is enabled.
 
-
-def parse_policy(body: bytes) -> LockPolicy:
-    """An ``ObjectLockConfiguration`` document -> policy; anything else (a listing, an error) -> disabled."""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        return LockPolicy()
-    if _local(root.tag) != "ObjectLockConfiguration":
-        return LockPolicy()
-    values = {_local(e.tag): (e.text or "").strip() for e in root.iter()}
-    if values.get("ObjectLockEnabled") != "Enabled":
-        return LockPolicy()
-    mode = values.get("Mode") if values.get("Mode") in ("GOVERNANCE", "COMPLIANCE") else None
-    days = int(values["Days"]) if values.get("Days", "").isdigit() else None
-    if days is None and values.get("Years", "").isdigit():
-        days = 365 * int(values["Years"])
-    return LockPolicy(enabled=True, default_mode=mode, default_days=days)  # type: ignore[arg-type]
-
-
-def read_policy(store: S3Store) -> LockPolicy:
-    """The bucket's policy from one GET; a bucket without object lock answers an error: disabled."""
-    try:
-        response = store._client._execute("GET", store.bucket, query_params={"object-lock": ""})
-    except Exception as exc:  # noqa: BLE001 - every failure means: do not send retention requests
-        log.debug("no object lock on s3://%s: %s", store.bucket, type(exc).__name__)
-        return LockPolicy()
-    return parse_policy(response.data)
-
-
-def set_retention(store: S3Store, key: str, mode: Mode, until: datetime) -> None:
-    """Retain ``key`` (its current version) until ``until``; only for a bucket whose policy is enabled."""
-    from minio.retention import Retention
-
-    if not store.lock_policy().enabled:
-        raise StorageError(f"s3://{store.bucket} has no object lock: retention was not requested")
-    name = store._name(key)
-    with store._errors("set retention", name):
-        store._client.set_object_retention(store.bucket, name, Retention(mode, until.astimezone(UTC)))
+        SDK errors are left to the caller, the store, which turns them into its own messages.
+        """
+        if not self.policy().enabled:
+            raise StorageError(f"s3://{self._bucket} has no object lock: retention was not requested")
+        self._client.set_object_retention(self._bucket, name, Retention(mode, until.astimezone(UTC)))

@@ -5,6 +5,10 @@ Create-only writes use a real conditional ``PUT`` (``If-None-Match: *``) so
 two workers can never both claim the same key; servers that ignore the
 header are detected once per store and handled with a (racy, logged)
 stat-then-put fallback.
+
+A store is meant to be shared: :func:`sohoa.storage.open_store` hands out one per URL and settings
+per process, so its probes (conditional writes, object lock, the bucket) run once, and every
+probe result is guarded by a lock of its own.
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, quote_plus, urlsplit
 
+import certifi
+import urllib3
 import urllib3.exceptions
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name, genheaders
 
+from .atomic import write_atomically
 from .base import (
     MAX_KEY_BYTES,
     InvalidKey,
@@ -43,8 +50,8 @@ from .base import (
     validate_prefix,
 )
 from .config import S3Settings
-from .lock import LockPolicy, Mode, read_policy, set_retention
-from .local import _atomic_write_from
+from .lock import ObjectLock
+from .policy import LockPolicy, Mode
 
 __all__ = ["S3Store", "parse_s3_url"]
 
@@ -58,7 +65,9 @@ _UNSUPPORTED_CODES = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
 _PROBE_DIR = ".sohoa/probe/"
 #: Values of presigned-URL and Authorization-header parameters that grant access (or name the key).
 _SIGNED_PARAM = re.compile(r"(?i)\b((?:X-Amz-)?(?:Credential|Signature|Security-Token)|AWSAccessKeyId)=[^&\s,\"'<>)]*")
-
+#: Connections kept open per server. One store serves every worker thread of the process, and
+#: beyond minio's default of 10 urllib3 would drop connections (with a warning each time).
+_POOL_SIZE = max(10, 2 * (os.cpu_count() or 1))
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -82,6 +91,18 @@ def parse_s3_url(url: str) -> tuple[str, str]:
             raise StorageError(f"invalid prefix in {shown!r}: {exc}") from None
         prefix += "/"
     return bucket, prefix
+
+
+def _http_pool() -> urllib3.PoolManager:
+    """minio's own default connection pool (timeouts, retries, CA bundle), sized for a shared store."""
+    timeout = int(timedelta(minutes=5).total_seconds())
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        maxsize=_POOL_SIZE,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -115,12 +136,15 @@ class S3Store(Store):
                 secret_key=s.secret_key.get_secret_value() if s.secret_key else None,
                 secure=s.is_secure,
                 region=s.region,
+                http_client=_http_pool(),
             )
         except ValueError as exc:
             raise StorageError(self._scrub(f"invalid S3 settings for {self._endpoint}: {exc}")) from None
         self._cond_lock = threading.Lock()
         self._cond_supported: bool | None = None
-        self._lock_policy: LockPolicy | None = None
+        self._object_lock = ObjectLock(self._client, self.bucket)
+        self._ready_lock = threading.Lock()
+        self._ready = False
 
     # ------------------------------------------------------------------ helpers
     def _scrub(self, text: str) -> str:
@@ -368,7 +392,7 @@ class S3Store(Store):
                         for chunk in resp.stream(_CHUNK):
                             out.write(chunk)
 
-                _atomic_write_from(Path(os.fspath(dest)), fill)
+                write_atomically(Path(os.fspath(dest)), fill)
             finally:
                 resp.close()
                 resp.release_conn()
@@ -423,22 +447,31 @@ class S3Store(Store):
 
     def share_url(self, key: str, expires_s: int) -> str | None:
         """A presigned GET, valid ``expires_s`` seconds (at most 7 days): short-lived, for one review."""
-        from datetime import timedelta
-
         with self._errors(f"presign {key}"):
             return self._client.presigned_get_object(self.bucket, self._name(key), expires=timedelta(seconds=expires_s))
 
     def lock_policy(self) -> LockPolicy:
-        """The bucket's object lock, read once (sohoa/storage/lock.py: never a request that could write)."""
-        if self._lock_policy is None:
-            self._lock_policy = read_policy(self)
-        return self._lock_policy
+        """The bucket's object lock, read once per store (sohoa/storage/lock.py: never a request that could write)."""
+        return self._object_lock.policy()
 
     def protect(self, key: str, mode: Mode, until: datetime) -> None:
-        set_retention(self, key, mode, until)
+        """Retain ``key`` until ``until``; StorageError where the bucket has no object lock (nothing is sent)."""
+        name = self._name(key)
+        with self._errors("set retention", name):
+            self._object_lock.retain(name, mode, until)
 
     def ensure_ready(self) -> None:
-        """Check the bucket (creating it if ``settings.create_bucket``); fail fast on bad endpoint/credentials."""
+        """Check the bucket (creating it if ``settings.create_bucket``); fail fast on bad endpoint/credentials.
+
+        Once per store: a shared store is asked by every flow run, the server only the first time.
+        A failure is not remembered, so the next call asks again.
+        """
+        with self._ready_lock:
+            if not self._ready:
+                self._check_bucket()
+                self._ready = True
+
+    def _check_bucket(self) -> None:
         with self._errors("check bucket"):
             if self._client.bucket_exists(self.bucket):
                 return
@@ -447,11 +480,15 @@ class S3Store(Store):
                     f"bucket does not exist: s3://{self.bucket} (at {self._endpoint}); "
                     "create it or set SOHOA_S3_CREATE_BUCKET=true"
                 )
-            try:
-                self._client.make_bucket(self.bucket)
-            except S3Error as exc:
-                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
-                if exc.code == "BucketAlreadyExists" and not self._client.bucket_exists(self.bucket):
-                    raise StorageError(f"bucket name s3://{self.bucket} is taken by another account") from None
+            self._make_bucket()
             log.info("created bucket s3://%s at %s", self.bucket, self._endpoint)
+
+    def _make_bucket(self) -> None:
+        """Create the bucket; losing a creation race to ourselves is fine, to another account is not."""
+        try:
+            self._client.make_bucket(self.bucket)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+            if exc.code == "BucketAlreadyExists" and not self._client.bucket_exists(self.bucket):
+                raise StorageError(f"bucket name s3://{self.bucket} is taken by another account") from None
