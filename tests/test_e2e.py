@@ -55,13 +55,13 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     raw = json.loads(archive.get_bytes(f"{prefix}manifest.json"))
     jsonschema.validate(raw, SCHEMA)
     manifest = Manifest.model_validate(raw)
-    assert raw["schema"] == "sohoa.manifest/1"
+    assert raw["schema"] == "sohoa.manifest/2"
     assert [d.type for d in manifest.documents] == [
         "phieu_tiep_nhan", "to_khai_khai_sinh", "giay_chung_sinh", "can_cuoc"]
     assert manifest.documents[1].pages == [2, 3]
-    assert manifest.procedure == "1.001193" and manifest.fields["dossier_code"] == truth.dossier_code
-    assert manifest.fields["dossier_code_source"] == "qr"
-    assert set(manifest.fields["cccd"]) == set(truth.cccd)
+    assert manifest.procedure == "1.001193" and manifest.fields.dossier_code == truth.dossier_code
+    assert manifest.fields.dossier_code_source == "qr"
+    assert set(manifest.fields.cccd) == set(truth.cccd)
     for page, expected in zip(manifest.pages, truth.pages):
         assert unicodedata.is_normalized("NFC", page.text)
         assert all(word in page.text for word in expected.expected_words), (page.n, expected.expected_words)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_published_manifest_schema_matches_the_model():
     published = json.loads((REPO / "docs" / "manifest.schema.json").read_text())
     assert published == Manifest.model_json_schema(by_alias=True), "run: sohoa schema > docs/manifest.schema.json"
-    assert published["properties"]["schema"]["const"] == "sohoa.manifest/1"
+    assert published["properties"]["schema"]["const"] == "sohoa.manifest/2"
 
 
 def test_every_deployment_points_at_its_flow_and_explains_each_parameter():

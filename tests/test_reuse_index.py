@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sohoa_dev import synth
 
+from sohoa.kernel.models import DossierFields
 from sohoa.cli import main
 from sohoa.domain import index as reuse_index
 from sohoa.domain import layout
@@ -52,7 +53,7 @@ def _read(texts: list[str]):
 def _archived(texts: list[str], created_at: str, year: str = "2026") -> tuple[str, Manifest]:
     """The manifest the archive step writes for these pages, and its key in the layout (sohoa/domain/layout.py)."""
     capture, ocr, classified = _read(texts)
-    code = classified.fields["dossier_code"]
+    code = classified.fields.dossier_code
     prefix = f"dossiers/000.00.00.H49/{classified.procedure}/{year}/{code}/"
     documents = [d.model_copy(update={"file": f"{prefix}documents/{i:02d}-{d.type}.pdf"})
                  for i, d in enumerate(classified.documents, 1)]
@@ -266,10 +267,10 @@ def test_the_dossier_itself_is_not_its_own_earlier_document(archive):
     assert {h.dossier_id for h in earlier} == {BIRTH}
     check = verify.check_reuse(classified, Settings(), earlier)
     assert check.values["earlier"] == [BIRTH]
-    unread_code = classified.model_copy(update={"fields": {**classified.fields, "dossier_code": None}})
+    unread_code = classified.model_copy(update={"fields": classified.fields.model_copy(update={"dossier_code": None})})
     again = reuse_index.earlier_documents(settings, unread_code, capture.source.sha256, store)
     assert {h.dossier_id for h in again} == {BIRTH}  # the same input, its code unread this time: still itself
-    nobody = verify.check_reuse(classified.model_copy(update={"fields": {}}), Settings(), earlier)
+    nobody = verify.check_reuse(classified.model_copy(update={"fields": DossierFields()}), Settings(), earlier)
     assert nobody.values["earlier"] == [] and "no valid ID number" in nobody.message
 
 

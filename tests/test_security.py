@@ -35,6 +35,7 @@ from minio.error import MinioException, S3Error
 from PIL import Image
 from sohoa_dev import synth
 
+from sohoa.kernel.models import DossierFields
 from sohoa.domain import identifiers, identity
 from sohoa.kernel.errors import InputRefused
 from sohoa.kernel.settings import Settings
@@ -573,7 +574,7 @@ def test_the_archive_checks_the_code_it_makes_a_prefix_of(code):
     from sohoa.steps import archive
 
     capture = SimpleNamespace(source=SimpleNamespace(sha256="ab" * 32))
-    ident = archive.dossier_id(capture, SimpleNamespace(fields={"dossier_code": code}))
+    ident = archive.dossier_id(capture, SimpleNamespace(fields=DossierFields.model_construct(dossier_code=code)))
     assert ident == "sha256-" + "ab" * 8
 
 
@@ -581,8 +582,8 @@ def test_a_valid_code_is_the_archive_prefix():
     from sohoa.steps import archive
 
     capture = SimpleNamespace(source=SimpleNamespace(sha256="ab" * 32))
-    assert archive.dossier_id(capture, SimpleNamespace(fields={"dossier_code": GOOD_CODE})) == GOOD_CODE
-    assert archive.dossier_id(capture, SimpleNamespace(fields={})) == "sha256-" + "ab" * 8
+    assert archive.dossier_id(capture, SimpleNamespace(fields=DossierFields(dossier_code=GOOD_CODE))) == GOOD_CODE
+    assert archive.dossier_id(capture, SimpleNamespace(fields=DossierFields())) == "sha256-" + "ab" * 8
     validate_key(f"dossiers/{GOOD_CODE}/manifest.json")
 
 

@@ -137,7 +137,7 @@ def _as_list(value: str | list[str] | None) -> list[str]:
 def people_of(manifest: Manifest) -> set[tuple[str, int]]:
     """(number, document) pairs: every valid ID number of the dossier (document 0) and of each document,
     including labelled ID fields (``holder_cccd``...), where an old 9-digit CMND number is kept as read."""
-    pairs = {(n, 0) for n in _as_list(manifest.fields.get("cccd"))}
+    pairs = {(n, 0) for n in manifest.fields.cccd}
     for index, document in enumerate(manifest.documents, start=1):
         for name, value in document.fields.items():
             if name == "cccd" or name.endswith("_cccd"):
@@ -197,7 +197,7 @@ class Index:
 
     @staticmethod
     def _insert_dossier(db: sqlite3.Connection, manifest: Manifest, manifest_key: str, store_url: str) -> int:
-        code = manifest.fields.get("dossier_code")
+        code = manifest.fields.dossier_code
         received = (manifest.intake.dropped_at if manifest.intake else None) or manifest.created_at
         cursor = db.execute(
             "INSERT INTO dossiers (dossier_id, source_sha256, dossier_code, procedure, status, revision, archived_at,"
@@ -340,8 +340,8 @@ def earlier_documents(settings: Settings, classified: ClassifyResult, source_sha
 
     None when the lookup could not be made (logged): verification then says nothing about reuse,
     rather than that there is nothing to reuse."""
-    numbers = [n for n in _as_list(classified.fields.get("cccd")) if person_id_problem(n) is None]
-    code = classified.fields.get("dossier_code")
+    numbers = [n for n in classified.fields.cccd if person_id_problem(n) is None]
+    code = classified.fields.dossier_code
     if not numbers:
         return []
     try:

@@ -65,20 +65,21 @@ def supersede(store: Store, prefix: str, manifest: Manifest) -> Manifest:
     content again gives the current manifest back, so re-archiving is idempotent.
     """
     try:
-        previous = Manifest.model_validate_json(store.get_bytes(prefix + MANIFEST))
+        raw = store.get_bytes(prefix + MANIFEST)
+        previous = Manifest.model_validate_json(raw)
     except (ObjectNotFound, ValueError):
         return manifest
     if same_content(previous, manifest):
         return previous
-    _keep_replaced(store, prefix, previous)
+    _keep_replaced(store, prefix, previous.revision, raw)
     return carry_over(previous, manifest)
 
 
-def _keep_replaced(store: Store, prefix: str, previous: Manifest) -> None:
-    """Keep ``previous`` in history unless it is there; a re-archive claims no slot (decisions do, :func:`keep`)."""
-    key = history_key(prefix, previous.revision)
+def _keep_replaced(store: Store, prefix: str, revision: int, data: bytes) -> None:
+    """Keep the replaced manifest's bytes in history unless it is there (an earlier schema stays as written);
+    a re-archive claims no slot (decisions do, :func:`keep`)."""
+    key = history_key(prefix, revision)
     if not store.exists(key):
-        data = previous.to_json().encode()
         store.put_bytes(key, data, content_type=_JSON, metadata=_json_meta(data))
 
 
@@ -127,7 +128,18 @@ def keep(store: Store, prefix: str, manifest: Manifest) -> bool:
 
     Of two decisions on the same revision the slot goes to one: the other sees False and is refused.
     """
-    return put_new(store, history_key(prefix, manifest.revision), manifest.to_json().encode())
+    return put_new(store, history_key(prefix, manifest.revision), _as_written(store, prefix, manifest))
+
+
+def _as_written(store: Store, prefix: str, manifest: Manifest) -> bytes:
+    """The bytes of ``manifest`` as the dossier's current manifest holds them, when it is that one (a manifest of
+    an earlier schema is kept as it was written, not as it reads today); else its current-schema JSON."""
+    try:
+        raw = store.get_bytes(prefix + MANIFEST)
+        current = Manifest.model_validate_json(raw)
+    except (ObjectNotFound, ValueError):
+        return manifest.to_json().encode()
+    return raw if current.revision == manifest.revision and current == manifest else manifest.to_json().encode()
 
 
 def kept(store: Store, prefix: str, revision: int) -> Manifest:

@@ -8,13 +8,14 @@ the chain of keys a Merkle chain over input content, step versions and settings.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from sohoa.kernel.errors import ReasonCode
 
-MANIFEST_SCHEMA_ID = "sohoa.manifest/1"
+MANIFEST_SCHEMA_ID = "sohoa.manifest/2"  # 2: typed dossier fields (1: a string-keyed dict, migrated on reading)
+MANIFEST_SCHEMAS = ("sohoa.manifest/1", MANIFEST_SCHEMA_ID)
 
 Status = Literal["passed", "needs_review", "rejected"]
 Severity = Literal["info", "warning", "error", "fatal"]
@@ -125,12 +126,36 @@ class PagePrediction(_Model):
     mark: str | None = Field(None, description="The page number printed on it, 'k/n' ('k/?' without a total)")
 
 
+class DossierFields(_Model):
+    """What was read of the dossier as a whole (docs/domain.md, 'Dossier codes' and 'Personal ID numbers').
+
+    Unset fields are left out of the JSON, so a manifest says only what was read; the keys are the
+    ones manifest schema 1 kept in a plain dict, which is how a schema-1 manifest is read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dossier_code: str | None = Field(None, description="Mã hồ sơ, from the receipt's QR code or its printed text")
+    dossier_code_source: Literal["qr", "receipt_text", "text"] | None = Field(None, description="Where the code was read")
+    dossier_code_printed: str | None = Field(None, description="The printed code, when it differs from the QR code's")
+    receipt_procedure: str | None = Field(None, description="The procedure code printed on the receipt")
+    inferred_procedure: str | None = Field(None, description="The procedure the set of document types points to")
+    cccd: list[str] = Field(default_factory=list, description="Valid personal ID numbers, first appearance order")
+    cccd_invalid: list[str] | None = Field(None, description="ID numbers read that fail their structure check")
+    procedure_source: Literal["receipt", "caller", "inferred", "operator", "none"] | None = Field(
+        None, description="Where the manifest's procedure came from (manifest only)")
+    classifier: str | None = Field(None, description="'rules' or the trained model used (manifest only)")
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {name: value for name, value in handler(self).items() if value is not None}
+
+
 class ClassifyResult(_Model):
     key: str
     documents: list[Document]
     procedure: str | None
     procedure_source: Literal["receipt", "caller", "inferred", "operator", "none"]
-    fields: dict[str, str | list[str]] = Field(default_factory=dict)
+    fields: DossierFields = Field(default_factory=DossierFields)
     pages: list[PagePrediction] = Field(default_factory=list)
     classifier: str = Field("rules", description="'rules', or the trained model used with them (models/classifier/vNNNNN)")
 
@@ -266,7 +291,7 @@ class Protection(_Model):
 class Manifest(_Model):
     """The archive's record of one dossier; written last, so its presence marks a complete archive."""
 
-    schema_id: Literal["sohoa.manifest/1"] = Field(MANIFEST_SCHEMA_ID, alias="schema")
+    schema_id: Literal["sohoa.manifest/2"] = Field(MANIFEST_SCHEMA_ID, alias="schema")
     dossier_id: str
     procedure: str | None
     status: Status
@@ -274,7 +299,7 @@ class Manifest(_Model):
     pages: list[ManifestPage]
     documents: list[Document]
     verification: Verification
-    fields: dict[str, str | list[str]]
+    fields: DossierFields
     steps: dict[str, StepRecord]
     files: dict[str, FileRef]
     created_at: str = Field(description="UTC ISO-8601 time the archive was written")
@@ -286,6 +311,15 @@ class Manifest(_Model):
     protection: Protection | None = Field(None, description="Object lock / retention of the archived files")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Read a manifest of an earlier schema as the current one (every revision of it, history included)."""
+        if isinstance(data, dict) and "sohoa.manifest/1" in (data.get("schema"), data.get("schema_id")):
+            data = {k: v for k, v in data.items() if k != "schema_id"}
+            return {**data, "schema": MANIFEST_SCHEMA_ID}  # schema 1's fields dict has exactly DossierFields' keys
+        return data
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

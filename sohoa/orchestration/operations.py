@@ -46,7 +46,7 @@ def reprocess(dossier_ids: list[str] | None = None, prefix: str | None = None, s
     get_run_logger().info("reprocessing %d dossier(s)%s", len(chosen), f" from {refresh[0]}" if refresh else "")
     with tempfile.TemporaryDirectory(prefix="sohoa-reprocess-") as tmp:
         sources = [str(reprocessing.original(store, m, Path(tmp) / str(i))) for i, m in enumerate(chosen)]
-        procedures = [m.procedure if m.fields.get("procedure_source") == "caller" else None for m in chosen]
+        procedures = [m.procedure if m.fields.procedure_source == "caller" else None for m in chosen]
         futures = [dossier_task.submit(s, archive, p, refresh) for s, p in zip(sources, procedures)]
         return [outcome_of(s, f) for s, f in zip(sources, futures)]
 

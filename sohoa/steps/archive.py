@@ -76,7 +76,7 @@ def dossier_id(capture: CaptureResult, classified: ClassifyResult) -> str:
     """The dossier code when one was read, else a stable id from the input's content hash."""
     from sohoa.domain.identifiers import is_dossier_code
 
-    code = classified.fields.get("dossier_code")
+    code = classified.fields.dossier_code
     # read from a QR code or OCR text: attacker-controlled until checked here, where it becomes a prefix
     return code if isinstance(code, str) and is_dossier_code(code) else f"sha256-{capture.source.sha256[:16]}"
 
@@ -213,6 +213,7 @@ def build_manifest(
     return Manifest(
         dossier_id=ident, procedure=classified.procedure, status=verified.status, source=capture.source,
         pages=pages, documents=classified.documents, verification=verified.verification,
-        fields={**classified.fields, "procedure_source": classified.procedure_source, "classifier": classified.classifier},
+        fields=classified.fields.model_copy(update={"procedure_source": classified.procedure_source,
+                                                   "classifier": classified.classifier}),
         steps=steps, files=files, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -23,13 +23,13 @@ from sohoa.domain import identifiers, identity, rules
 from sohoa.domain.catalog import Catalog, Taxonomy, catalog, key_of, taxonomy
 from sohoa.domain.model import ClassifierModel, ModelRef
 from sohoa.kernel.keys import step_key
-from sohoa.kernel.models import CaptureResult, ClassifyResult, Document, OcrResult, PagePrediction
+from sohoa.kernel.models import CaptureResult, ClassifyResult, Document, DossierFields, OcrResult, PagePrediction
 from sohoa.kernel.settings import ClassifySettings, Settings
 from sohoa.ocr import imaging
 from sohoa.storage import Store
 
-VERSION = "4"  # 2: dossier code from the receipt QR code; 3: rules + trained model, page marks, blank separators;
-# 4: labelled fields per document type
+VERSION = "5"  # 2: dossier code from the receipt QR code; 3: rules + trained model, page marks, blank separators;
+# 4: labelled fields per document type; 5: typed dossier fields (DossierFields)
 BLANK = "blank"
 UNKNOWN = "khac"
 HEADER_ONLY_CONFIDENCE = 0.5
@@ -229,13 +229,11 @@ def classify(
     qr_codes = _receipt_qr_codes(documents, capture, store) if store is not None else []
     fields = _dossier_fields(documents, texts, qr_codes)
     inferred, scores = infer_procedure({d.type for d in documents}, catalog(settings.catalog))
-    if inferred:
-        fields["inferred_procedure"] = inferred
-    receipt_procedure = fields.get("receipt_procedure")
+    fields.inferred_procedure = inferred or None
     if procedure:
         chosen, source = procedure, "caller"
-    elif isinstance(receipt_procedure, str):
-        chosen, source = receipt_procedure, "receipt"
+    elif fields.receipt_procedure:
+        chosen, source = fields.receipt_procedure, "receipt"
     elif inferred:
         chosen, source = inferred, "inferred"
     else:
@@ -253,14 +251,8 @@ def with_documents(classified: ClassifyResult, documents: list[Document], proced
     documents = [d.model_copy(update={"fields": {}}) for d in documents]
     for document in documents:
         _document_fields(document, texts, tax)
-    fields = {k: v for k, v in classified.fields.items() if k not in ("cccd", "cccd_invalid", "inferred_procedure")}
-    fields["cccd"] = list(dict.fromkeys(n for d in documents for n in d.fields.get("cccd", [])))
-    invalid = list(dict.fromkeys(n for d in documents for n in d.fields.get("cccd_invalid", [])))
-    if invalid:
-        fields["cccd_invalid"] = invalid
     inferred, _ = infer_procedure({d.type for d in documents}, catalog(settings.catalog))
-    if inferred:
-        fields["inferred_procedure"] = inferred
+    fields = classified.fields.model_copy(update={**_id_numbers(documents), "inferred_procedure": inferred or None})
     chosen = procedure or classified.procedure
     source = "operator" if procedure and procedure != classified.procedure else classified.procedure_source
     return classified.model_copy(update={"documents": documents, "fields": fields, "procedure": chosen,
@@ -282,25 +274,26 @@ def _receipt_qr_codes(documents: list[Document], capture: CaptureResult, store: 
     return list(dict.fromkeys(codes))
 
 
-def _dossier_fields(documents: list[Document], texts: dict[int, str], qr_codes: list[str]) -> dict[str, str | list[str]]:
+def _dossier_fields(documents: list[Document], texts: dict[int, str], qr_codes: list[str]) -> DossierFields:
     """Dossier code (QR first, then the receipt's text, then any text), receipt procedure, CCCD numbers."""
-    fields: dict[str, str | list[str]] = {}
+    fields = DossierFields(**_id_numbers(documents))
     receipt_text = "\n".join(texts[n] for n in _receipt_pages(documents))
     all_text = "\n".join(texts[n] for n in sorted(texts))
     printed = [(codes[0], source) for text, source in ((receipt_text, "receipt_text"), (all_text, "text"))
                if (codes := identifiers.find_dossier_codes(text))]
     if qr_codes:
-        fields["dossier_code"], fields["dossier_code_source"] = qr_codes[0], "qr"
+        fields.dossier_code, fields.dossier_code_source = qr_codes[0], "qr"
         if printed and printed[0][0] != qr_codes[0]:
-            fields["dossier_code_printed"] = printed[0][0]
+            fields.dossier_code_printed = printed[0][0]
     elif printed:
-        fields["dossier_code"], fields["dossier_code_source"] = printed[0]
+        fields.dossier_code, fields.dossier_code_source = printed[0]
     procedures = identifiers.find_procedure_codes(receipt_text)
-    if procedures:
-        fields["receipt_procedure"] = procedures[0]
+    fields.receipt_procedure = procedures[0] if procedures else None
+    return fields
+
+
+def _id_numbers(documents: list[Document]) -> dict[str, list[str] | None]:
+    """The dossier's ID numbers: the valid ones of every document, and those that fail their check (None: none)."""
     valid = list(dict.fromkeys(n for d in documents for n in d.fields.get("cccd", [])))
     invalid = list(dict.fromkeys(n for d in documents for n in d.fields.get("cccd_invalid", [])))
-    fields["cccd"] = valid
-    if invalid:
-        fields["cccd_invalid"] = invalid
-    return fields
+    return {"cccd": valid, "cccd_invalid": invalid or None}

@@ -225,7 +225,7 @@ def check_unexpected(classified: ClassifyResult, settings: Settings) -> Check:
 
 
 def check_dossier_code(classified: ClassifyResult) -> Check:
-    code = classified.fields.get("dossier_code")
+    code = classified.fields.dossier_code
     has_receipt = any(d.type == "phieu_tiep_nhan" for d in classified.documents)
     ok = isinstance(code, str) and identifiers.is_dossier_code(code)
     return _check("dossier_code.format", ok, "error" if has_receipt else "warning",
@@ -237,7 +237,7 @@ def check_dossier_code(classified: ClassifyResult) -> Check:
 
 
 def check_dossier_code_agreement(classified: ClassifyResult) -> Check:
-    code, printed = classified.fields.get("dossier_code"), classified.fields.get("dossier_code_printed")
+    code, printed = classified.fields.dossier_code, classified.fields.dossier_code_printed
     return _check("dossier_code.consistent", printed is None, "error",
                   "the QR code and the printed dossier code agree" if printed is None
                   else f"QR code says {code} but the receipt prints {printed}",
@@ -246,7 +246,7 @@ def check_dossier_code_agreement(classified: ClassifyResult) -> Check:
 
 
 def check_procedure_code(classified: ClassifyResult, settings: Settings) -> Check:
-    printed = classified.fields.get("receipt_procedure")
+    printed = classified.fields.receipt_procedure
     known = isinstance(printed, str) and printed in catalog(settings.catalog).procedures
     ok = printed is None or known
     return _check("fields.procedure_code", ok, "error",
@@ -258,13 +258,13 @@ def check_procedure_code(classified: ClassifyResult, settings: Settings) -> Chec
 
 
 def check_cccd(classified: ClassifyResult) -> Check:
-    invalid = classified.fields.get("cccd_invalid", [])
+    invalid = classified.fields.cccd_invalid or []
     invalid = invalid if isinstance(invalid, list) else [invalid]
     problems = [f"{n} ({identifiers.cccd_problem(n)})" for n in invalid]
     return _check("cccd.format", not invalid, "error",
                   "ID numbers found are well-formed" if not invalid else f"malformed ID numbers: {'; '.join(problems)}",
                   "số định danh đúng cấu trúc" if not invalid else f"số định danh sai cấu trúc: {'; '.join(problems)}",
-                  valid=list(classified.fields.get("cccd", [])), invalid=list(invalid))
+                  valid=list(classified.fields.cccd), invalid=list(invalid))
 
 
 def check_cccd_against_card(classified: ClassifyResult) -> Check:
@@ -361,7 +361,7 @@ def check_agreement(classified: ClassifyResult, tax: Taxonomy) -> list[Check]:
 
 
 def check_receipt_procedure(classified: ClassifyResult) -> Check:
-    printed, inferred = classified.fields.get("receipt_procedure"), classified.fields.get("inferred_procedure")
+    printed, inferred = classified.fields.receipt_procedure, classified.fields.inferred_procedure
     ok = not (isinstance(printed, str) and isinstance(inferred, str)) or printed == inferred
     return _check("consistency.procedure", ok, "error",
                   f"the receipt's procedure {printed} matches the documents" if ok and printed else
@@ -380,9 +380,9 @@ def check_reuse(classified: ClassifyResult, settings: Settings, earlier: list[Hi
     ``reuse_index.earlier_documents``): a note for the counter, who need not ask for the paper again;
     never a reason to stop the dossier, so it is ``info`` and ``ok``. Only documents that name one of
     this dossier's ID numbers themselves count (the person's ID card, their own form)."""
-    people = [n for n in classified.fields.get("cccd") or [] if isinstance(n, str)]
+    people = list(classified.fields.cccd)
     required = required_types(classified, settings)
-    code = classified.fields.get("dossier_code")
+    code = classified.fields.dossier_code
     found = [h for h in earlier if h.type in required and h.cccd in people and h.cccd in h.document_cccd
              and code not in (h.dossier_id, h.dossier_code)]
     dossiers = list(dict.fromkeys(h.dossier_id for h in found))
