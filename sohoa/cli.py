@@ -391,9 +391,9 @@ def cmd_reviews(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    """Decide on an archived dossier. Approving or rejecting a queued dossier runs its flow with the
-    decision (steps cached): the documents are verified again as the operator set them, as when
-    the review is answered in the Prefect UI. Other decisions are recorded on the manifest as it stands."""
+    """Decide on an archived dossier. Approving or rejecting a queued dossier runs it again with the
+    decision (the runner, steps cached): the documents are verified again as the operator set them, as
+    when the review is answered in the Prefect UI. Other decisions are recorded on the manifest as it stands."""
     from sohoa.domain.catalog import catalog, taxonomy
     from sohoa.services import review, review_queue
 
@@ -420,18 +420,24 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def _review_by_flow(queued: Any, manifest: Any, decision: Any, args: argparse.Namespace, settings: Any,
                     archive: Any) -> int:
-    """Run the dossier's flow with the decision: from its input if still at hand, else from the archived
-    original (same bytes, so the same cached steps)."""
+    """Run the dossier through the runner with the decision, as a resumed review form does, but without
+    Prefect (its steps come back from the work store's results): from its input if still at hand, else
+    from the archived original (same bytes, so the same cached steps)."""
     import tempfile
 
-    from sohoa.services import review
+    from sohoa.services import review, runner
+    from sohoa.services.quarantine import failed
     from sohoa.services.reprocess import original
 
-    args.procedure = args.procedure or queued.procedure
-    _prefect_defaults()
+    context = runner.RunContext(settings=settings, procedure=args.procedure or queued.procedure, decision=decision)
     with tempfile.TemporaryDirectory(prefix="sohoa-review-") as tmp:
         source = queued.source if Path(queued.source).exists() else str(original(archive, manifest, Path(tmp)))
-        outcome = _run_flows([source], args, settings, decision=decision)[source]
+        try:
+            outcome = runner.run_dossier(source, context)
+        except SohoaError:
+            raise
+        except Exception as exc:  # quarantined by the runner; one line here
+            outcome = failed(source, exc)
     if outcome.status == "failed":
         print(f"sohoa: {outcome.reason.message if outcome.reason else 'the decision could not be applied'}", file=sys.stderr)
         return ExitCode.failed

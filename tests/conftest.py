@@ -27,11 +27,19 @@ pytest_plugins = ["tests.s3_fixtures", "tests.fake_engine"]
 REPO = Path(__file__).resolve().parent.parent
 
 
+# the longest modules (measured: --durations), run first so that the two workers (pytest-xdist, --dist loadfile)
+# finish together instead of one running the learning test alone at the end
+LONGEST_FIRST = ("test_learning.py", "test_corpus.py", "test_inbox.py", "test_e2e.py", "test_review_flow.py",
+                 "test_faults.py", "test_deployment.py", "test_archive_layout.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The fast tier is every test that is neither ``slow`` nor needs ``tesseract``: ``pytest -m fast``."""
     for item in items:
         if item.get_closest_marker("slow") is None and item.get_closest_marker("tesseract") is None:
             item.add_marker(pytest.mark.fast)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -231,3 +231,18 @@ def restartable_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Minista
         yield server
     finally:
         server.kill()
+
+
+def ready_store(request: pytest.FixtureRequest, tmp_path: Path, kind: str):
+    """A prepared store of ``kind`` (``local``: a folder of the test's; ``s3``: a fresh bucket on the session
+    server, SOHOA_S3_* exported), and its URL: for fixtures parametrized over both backends."""
+    from sohoa.storage import open_store
+
+    if kind == "s3":
+        request.getfixturevalue("s3_env")
+        url = request.getfixturevalue("s3_store_url")
+    else:
+        url = str(tmp_path / "archive")
+    store = open_store(url)
+    store.ensure_ready()
+    return store, url

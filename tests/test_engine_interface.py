@@ -136,3 +136,27 @@ def test_the_tesseract_engines_keep_their_ocr_keys(kind, languages):
     settings = Settings(ocr_engine=kind, languages=languages)
     old = step_key("ocr", ocr.VERSION, _old_key_settings(kind, settings), "capture-abc")
     assert ocr.ocr_key("capture-abc", settings) == old
+
+
+def plugin_engine() -> FakeEngine:
+    """What another distribution would point its ``sohoa.ocr_engines`` entry point at."""
+    return FakeEngine(name="plugin-ocr")
+
+
+def test_an_engine_another_distribution_ships_is_found_by_its_entry_point(monkeypatch):
+    from importlib import metadata
+
+    from sohoa.ocr import engines as registry
+
+    entry = metadata.EntryPoint(name="plugin-ocr", value="tests.test_engine_interface:plugin_engine",
+                                group=registry.ENTRY_POINTS)
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group, name: [e for e in [entry] if e.group == group and e.name == name])
+    settings = Settings(ocr_engine="plugin-ocr")
+    try:
+        assert registry.choose(settings).name == "plugin-ocr"
+        assert "plugin-ocr" in registry.names()
+    finally:
+        registry._ENGINES.pop("plugin-ocr", None)
+    with pytest.raises(registry.UnknownEngine):
+        registry.get("no-such-engine")

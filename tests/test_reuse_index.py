@@ -21,6 +21,7 @@ from sohoa.kernel.settings import Settings
 from sohoa.steps import classify, verify
 from sohoa.steps.archive import build_manifest
 from sohoa.storage import open_store
+from tests.s3_fixtures import ready_store
 
 SOHOA = str(Path(sys.executable).parent / "sohoa")
 PERSON = "022194405370"  # the applicant of the birth dossier, seed 3
@@ -79,13 +80,7 @@ def archive(request, tmp_path, monkeypatch, manifests):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("SOHOA_WORK", str(tmp_path / "work"))
     monkeypatch.delenv("SOHOA_INDEX", raising=False)
-    if request.param == "s3":
-        request.getfixturevalue("s3_env")
-        url = request.getfixturevalue("s3_store_url")
-    else:
-        url = str(tmp_path / "archive")
-    store = open_store(url)
-    store.ensure_ready()
+    store, url = ready_store(request, tmp_path, request.param)
     settings = Settings(archive=url)
     reuse_index.index_for(settings, store).close()
     for key, manifest in manifests.values():

@@ -10,8 +10,8 @@ from sohoa.domain import revisions
 from sohoa.domain.catalog import taxonomy
 from sohoa.kernel.models import Document, Manifest, ManifestPage, SourceInfo, Verification
 from sohoa.services import review
-from sohoa.storage import open_store
 from tests.archived import put_archived
+from tests.s3_fixtures import ready_store
 
 CODES = taxonomy().codes()
 DOSSIER = "000.00.00.H49-261127-0042"
@@ -31,13 +31,7 @@ def _manifest() -> Manifest:
 
 @pytest.fixture(params=["local", "s3"])
 def archive(request, tmp_path):
-    if request.param == "s3":
-        request.getfixturevalue("s3_env")
-        url = request.getfixturevalue("s3_store_url")
-    else:
-        url = str(tmp_path / "archive")
-    store = open_store(url)
-    store.ensure_ready()
+    store, url = ready_store(request, tmp_path, request.param)
     put_archived(store, _manifest())
     return store
 

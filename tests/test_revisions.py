@@ -8,22 +8,16 @@ import pytest
 from sohoa.domain import revisions
 from sohoa.kernel.keys import sha256_bytes
 from sohoa.kernel.models import Decision, Document, DocumentReview, Intake, Manifest, StepRecord
-from sohoa.storage import open_store
 from tests.test_review import _manifest
 from tests.test_storage_probes import cycle_in, graph_of, imports_of, names_imported_by
+from tests.s3_fixtures import ready_store
 
 PREFIX = "dossiers/unknown/1.001193/2026/000.00.00.H49-261127-0042/"
 
 
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
-    if request.param == "s3":
-        request.getfixturevalue("s3_env")
-        url = request.getfixturevalue("s3_store_url")
-    else:
-        url = str(tmp_path / "archive")
-    store = open_store(url)
-    store.ensure_ready()
+    store, url = ready_store(request, tmp_path, request.param)
     return store
 
 

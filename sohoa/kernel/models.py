@@ -80,14 +80,14 @@ class OcrPage(_Model):
     orientation: int = Field(0, description="Degrees clockwise the page was turned to read it (0, 90, 180, 270)")
     deskew: float = Field(0.0, description="Degrees the OCR copy was straightened by")
     ocr_dpi: int = Field(300, description="Resolution of the OCR copy (low-dpi pages are upscaled)")
-    attempts: int = Field(1, description="Tesseract passes: 2 when a low-confidence page was retried upside down")
+    attempts: int = Field(1, description="Engine passes: 2 when a low-confidence page was retried upside down")
     text_layer_key: str = Field(description="Work-store key of the page's invisible-text PDF")
     duration_s: float
 
 
 class OcrResult(_Model):
     key: str
-    engine: str = Field(description="Tesseract version line")
+    engine: str = Field(description="The OCR engine's version line (e.g. tesseract 5.3.0)")
     languages: str
     pages: list[OcrPage]
     words_key: str = Field(description="Work-store key of every page's words with boxes (JSON list of PageWords);"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from importlib import metadata
 from collections.abc import Iterator
 
 from sohoa.kernel.errors import OcrError
@@ -21,6 +22,7 @@ __all__ = ["AUTO", "OcrEngine", "PageReading", "PageToRead", "TextLine", "Unknow
            "register", "use"]
 
 AUTO = "auto"
+ENTRY_POINTS = "sohoa.ocr_engines"
 AUTO_PREFERENCE = ("library", "cli")  # ``auto``: the first that can run here, else the last (its check says why)
 
 
@@ -55,12 +57,25 @@ def names() -> list[str]:
 
 
 def get(name: str) -> OcrEngine:
-    """The engine registered as ``name``; UnknownEngine otherwise."""
+    """The engine registered as ``name``, or shipped by another distribution (entry points); UnknownEngine otherwise."""
     with _LOCK:
         found = _ENGINES.get(name)
+    found = found or _plugin(name)
     if found is None:
         raise UnknownEngine(name, names())
     return found
+
+
+def _plugin(name: str) -> OcrEngine | None:
+    """An engine another installed distribution ships: an entry point of group ``sohoa.ocr_engines`` named as the
+    engine, pointing at a class or factory taking no argument. Loaded on first use, then registered, so that
+    ``SOHOA_OCR_ENGINE=<name>`` works in every process (the CLI, the worker) without code that registers it."""
+    for entry in metadata.entry_points(group=ENTRY_POINTS, name=name):
+        engine = entry.load()()
+        if engine.name != name:
+            raise UnknownEngine(name, names())
+        return register(engine)
+    return None
 
 
 def choose(settings: Settings) -> OcrEngine:

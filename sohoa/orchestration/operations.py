@@ -16,7 +16,6 @@ from sohoa.orchestration.process import dossier_task, outcome_of
 from sohoa.services import check as checking
 from sohoa.services import report as reporting
 from sohoa.services import reprocess as reprocessing
-from sohoa.services.plan import STEPS
 from sohoa.storage import open_store
 
 
@@ -42,11 +41,11 @@ def reprocess(dossier_ids: list[str] | None = None, prefix: str | None = None, s
     settings = Settings(**({"archive": archive} if archive else {}))
     store = open_store(settings.archive)
     chosen = reprocessing.select(store, dossier_ids, prefix, since, until)
-    refresh = [STEPS[0]] if force else [from_step] if from_step else None
+    refresh = reprocessing.refresh_for(from_step, force)
     get_run_logger().info("reprocessing %d dossier(s)%s", len(chosen), f" from {refresh[0]}" if refresh else "")
     with tempfile.TemporaryDirectory(prefix="sohoa-reprocess-") as tmp:
         sources = [str(reprocessing.original(store, m, Path(tmp) / str(i))) for i, m in enumerate(chosen)]
-        procedures = [m.procedure if m.fields.procedure_source == "caller" else None for m in chosen]
+        procedures = [reprocessing.procedure_for(m) for m in chosen]
         futures = [dossier_task.submit(s, archive, p, refresh) for s, p in zip(sources, procedures)]
         return [outcome_of(s, f) for s, f in zip(sources, futures)]
 

@@ -6,7 +6,7 @@ Prefect, NumPy, OpenCV and the pipeline and loading the OCR models costs that pr
 machine a dossier of five pages paid nearly half again its OCR time, with one core idle while
 the other started the process. This worker keeps all of it loaded: each flow run is a thread
 of the worker, and every run in the process borrows pages from the same warm engine pool
-(ocr/libtesseract.EnginePool), so runs that overlap interleave their pages on every core.
+(sohoa/ocr/libtesseract.EnginePool), so runs that overlap interleave their pages on every core.
 
 It is an ordinary Prefect worker type (``sohoa``), registered through the ``prefect.collections``
 entry point, so Prefect's own commands drive it::

@@ -1,7 +1,7 @@
 """``sohoa eval DIR``: score classification and splitting on a folder of labelled dossiers.
 
 A labelled dossier is an input (a PDF, TIFF, image, or a folder of page images) with a truth
-file beside it named ``<input>.truth.json`` (what ``sohoa synth`` writes)::
+file beside it named ``<input>.truth.json`` (what ``sohoa-synth`` writes)::
 
     {"procedure": "1.001193",
      "pages": [{"n": 1, "doc_type": "phieu_tiep_nhan", "starts_document": true},

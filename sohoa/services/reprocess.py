@@ -13,6 +13,7 @@ from pathlib import Path
 from sohoa.kernel.errors import UsageError
 from sohoa.kernel.models import Manifest
 from sohoa.services.inbox import local_name
+from sohoa.services.plan import STEPS
 from sohoa.services.report import manifests
 from sohoa.storage import Store
 
@@ -38,6 +39,18 @@ def select(store: Store, dossier_ids: list[str] | None = None, prefix: str | Non
     if missing or not chosen:
         raise NothingSelected(f"no archived dossier {', '.join(missing)}" if missing else "no archived dossier matches")
     return sorted(chosen, key=lambda m: m.dossier_id)
+
+
+def refresh_for(from_step: str | None, force: bool) -> list[str] | None:
+    """The steps to recompute: every one when forced, ``from_step`` (and those after it), or none (only
+    what changed reruns: a new classifier, new settings)."""
+    return [STEPS[0]] if force else [from_step] if from_step else None
+
+
+def procedure_for(manifest: Manifest) -> str | None:
+    """The procedure to give the new run: the caller's is given again; one read from the receipt or
+    inferred is read again (a better reading may find another)."""
+    return manifest.procedure if manifest.fields.procedure_source == "caller" else None
 
 
 def original(store: Store, manifest: Manifest, folder: Path) -> Path:
