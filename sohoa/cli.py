@@ -408,7 +408,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     if (args.approve or args.reject) and queued:
         decision = review.whole_decision(before, by=args.by, codes=codes, types=types, reject=args.reject,
                                          procedure=args.procedure, procedures=set(catalog(settings.catalog).procedures))
-        return _review_by_flow(queued, before, decision, args, settings, archive)
+        return _review_by_runner(queued, before, decision, args, settings, archive)
     after = review.decide(before, by=args.by, codes=codes, types=types,
                           approve=args.approve, reject=args.reject, procedure=args.procedure)
     key = review.record(archive, prefix, before, after)
@@ -418,7 +418,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     return ExitCode.ok
 
 
-def _review_by_flow(queued: Any, manifest: Any, decision: Any, args: argparse.Namespace, settings: Any,
+def _review_by_runner(queued: Any, manifest: Any, decision: Any, args: argparse.Namespace, settings: Any,
                     archive: Any) -> int:
     """Run the dossier through the runner with the decision, as a resumed review form does, but without
     Prefect (its steps come back from the work store's results): from its input if still at hand, else

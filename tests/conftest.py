@@ -50,10 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _forbid_tesseract() -> None:
-    folder = Path(tempfile.mkdtemp(prefix="sohoa-no-tesseract-"))
-    program = folder / "tesseract"
-    program.write_text('#!/bin/sh\necho "tesseract is not available in the fast tier" >&2\nexit 99\n')
-    program.chmod(0o755)
+    from tests.fake_engine import failing_tesseract
+
+    folder = failing_tesseract(Path(tempfile.mkdtemp(prefix="sohoa-no-tesseract-")))
     os.environ["PATH"] = f"{folder}:{os.environ.get('PATH', '')}"
     (folder / "tessdata").mkdir()
     os.environ["TESSDATA_PREFIX"] = str(folder / "tessdata")  # no language data: /usr/bin/tesseract fails too

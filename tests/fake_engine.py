@@ -163,15 +163,21 @@ def fake_engine() -> Iterator[FakeEngine]:
         yield engine
 
 
+def failing_tesseract(folder: Path, also: str = "") -> Path:
+    """``folder`` holding a ``tesseract`` that says it is not available and exits 99 (after running ``also``):
+    put first on the PATH, it stands in for the real program."""
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / "tesseract"
+    program.write_text(f'#!/bin/sh\n{also}\necho "tesseract is not available here (a test without Tesseract)" >&2\nexit 99\n')
+    program.chmod(0o755)
+    return folder
+
+
 def forbid_tesseract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Make any use of Tesseract fail: the library does not load, and the program found first on the
     PATH fails, leaving the returned marker file behind when it was started."""
     marker = tmp_path / "tesseract-was-started"
-    folder = tmp_path / "no-tesseract"
-    folder.mkdir()
-    program = folder / "tesseract"
-    program.write_text(f'#!/bin/sh\ntouch "{marker}"\necho "tesseract is forbidden in this test" >&2\nexit 99\n')
-    program.chmod(0o755)
+    folder = failing_tesseract(tmp_path / "no-tesseract", f'touch "{marker}"')
     monkeypatch.setenv("PATH", f"{folder}:{os.environ.get('PATH', '')}")
 
     def no_library():

@@ -8,6 +8,7 @@ data) waiting for review, with its review queue entry and SHA-256 metadata as th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,8 @@ def archive(tmp_path: Path) -> Path:
     return copy
 
 
-def sohoa(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SOHOA, *args], capture_output=True, text=True, timeout=300)
+def sohoa(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SOHOA, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **env})
 
 
 def test_the_fixture_is_a_schema_1_archive():
@@ -65,9 +66,8 @@ def test_find_finds_the_person_in_an_old_archive(archive):
 
 @pytest.mark.tesseract  # the work store of the old archive is gone: review reads its archived original again
 def test_review_settles_an_old_dossier_as_a_new_revision_and_keeps_the_old_one(archive, tmp_path):
-    done = subprocess.run([SOHOA, "review", DOSSIER, "--archive", str(archive), "--approve", "--by", "Lê Thu Hằng"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**_env(), "SOHOA_WORK": str(tmp_path / "work")})
+    done = sohoa("review", DOSSIER, "--archive", str(archive), "--approve", "--by", "Lê Thu Hằng",
+                 SOHOA_WORK=str(tmp_path / "work"))
     assert done.returncode == 0, done.stdout + done.stderr
     store = open_store(archive)
     prefix = layout.locate(store, DOSSIER)
@@ -79,9 +79,3 @@ def test_review_settles_an_old_dossier_as_a_new_revision_and_keeps_the_old_one(a
     kept = json.loads(store.get_bytes(prefix + "history/manifest-0001.json"))
     assert kept["schema"] == "sohoa.manifest/1" and kept["status"] == "needs_review"
     assert sohoa("check", "--archive", str(archive)).returncode == 0
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

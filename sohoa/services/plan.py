@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from sohoa.domain.model import ModelRef, choose
 from sohoa.domain.model import load as load_model
-from sohoa.kernel.errors import InputRefused
+from sohoa.kernel.errors import InputRefused, UsageError
 from sohoa.kernel.models import (
     ArchiveResult,
     CaptureResult,
@@ -140,7 +140,7 @@ def from_first(refresh: list[str] | None) -> set[str]:
     """Refreshing a step refreshes every step after it: their inputs may have changed."""
     unknown = set(refresh or []) - set(STEPS)
     if unknown:
-        raise ValueError(f"unknown steps in refresh: {sorted(unknown)}; steps are {', '.join(STEPS)}")
+        raise UsageError(f"unknown steps in refresh: {sorted(unknown)}; steps are {', '.join(STEPS)}")
     if not refresh:
         return set()
     return set(STEPS[min(STEPS.index(step) for step in refresh):])

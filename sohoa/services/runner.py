@@ -115,7 +115,7 @@ def run_dossier(source: str, context: RunContext, cache: StepCache | None = None
             log.info("%s is already archived as %s with these settings: not processed again", path.name, duplicate.dossier_id)
             return duplicate
         archived = _current(store, admission.earlier) if pending and admission.earlier else None
-        done = run_steps(path, admission, context, cache or WorkStoreCache(work), fresh, archived)
+        done = run_steps(path, admission, context, (work, store), cache or WorkStoreCache(work), fresh, archived)
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
         return refuse(store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))
@@ -133,13 +133,14 @@ def _ready(settings: Settings) -> tuple[Store, Store]:
     return work, store
 
 
-def run_steps(path: Path, admission: Admission, context: RunContext, cache: StepCache, fresh: set[str],
-              archived: ArchiveResult | None = None, until: str = "archive") -> StepContext:
-    """The steps of the table in order, through ``cache``, up to ``until``; the archive step only when there is
-    no ``archived`` result yet. A capture Refusal becomes InputRefused for the caller to quarantine."""
+def run_steps(path: Path, admission: Admission, context: RunContext, stores: tuple[Store, Store], cache: StepCache,
+              fresh: set[str], archived: ArchiveResult | None = None, until: str = "archive") -> StepContext:
+    """The steps of the table in order, through ``cache``, on the (work, archive) ``stores``, up to ``until``; the
+    archive step only when there is no ``archived`` result yet. A capture Refusal becomes InputRefused for the
+    caller to quarantine."""
     settings = context.settings
     planning = Planning(admission.info, settings, context.procedure, admission.model)
-    ctx = StepContext(path, planning, open_store(settings.work), open_store(settings.archive), keys=admission.steps,
+    ctx = StepContext(path, planning, *stores, keys=admission.steps,
                       intake=context.intake, ocr_progress=context.hooks.ocr_progress)
     if "ocr" in fresh or not cache.has(admission.steps["ocr"].key):
         engine.warm_up(settings)  # the engines load while the dossier is captured
@@ -285,7 +286,8 @@ def read(source: Path, settings: Settings, cache: StepCache | None = None, model
     admission = Admission(info=info, steps=plan(info, settings, None, model), earlier=None, model=model)
     work = open_store(settings.work)
     work.ensure_ready()
-    return run_steps(source, admission, RunContext(settings), cache or WorkStoreCache(work), set(), until="ocr")
+    stores = (work, open_store(settings.archive))
+    return run_steps(source, admission, RunContext(settings), stores, cache or WorkStoreCache(work), set(), until="ocr")
 
 
 

@@ -401,14 +401,7 @@ class S3Store(Store):
         name = self._name(key)
         with self._errors("stat", name):
             obj = self._client.stat_object(self.bucket, name)
-        return ObjectInfo(
-            key=key,
-            size=obj.size or 0,
-            etag=obj.etag,
-            last_modified=obj.last_modified,
-            content_type=obj.content_type,
-            metadata=self._user_metadata(obj.metadata),
-        )
+        return _info(key, obj, self._user_metadata(obj.metadata))
 
     def exists(self, key: str) -> bool:
         try:
@@ -433,13 +426,7 @@ class S3Store(Store):
                 except InvalidKey:
                     log.debug("skipping S3 object with unsupported key %r", name)
                     continue
-                yield ObjectInfo(
-                    key=key,
-                    size=obj.size or 0,
-                    etag=obj.etag,
-                    last_modified=obj.last_modified,
-                    content_type=obj.content_type,
-                )
+                yield _info(key, obj)
 
     # -------------------------------------------------------------------- misc
     def url_for(self, key: str) -> str:
@@ -492,3 +479,9 @@ class S3Store(Store):
                 raise
             if exc.code == "BucketAlreadyExists" and not self._client.bucket_exists(self.bucket):
                 raise StorageError(f"bucket name s3://{self.bucket} is taken by another account") from None
+
+
+def _info(key: str, obj: object, metadata: dict[str, str] | None = None) -> ObjectInfo:
+    """What the store says of an object, from a minio stat or listing entry (a listing carries no metadata)."""
+    return ObjectInfo(key=key, size=obj.size or 0, etag=obj.etag, last_modified=obj.last_modified,
+                      content_type=obj.content_type, metadata=metadata or {})
