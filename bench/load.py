@@ -217,11 +217,14 @@ class Stack:
             done = subprocess.run([*PREFECT, *command], env=self.env, cwd=REPO, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"prefect {' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        self._spawn("worker", [*PREFECT, "worker", "start", "--pool", "sohoa", "--limit", str(self.limit)])
+        self._spawn("worker", self.worker_command())
         wait(self._worker_online, 180, f"the worker to come online (see {self.logs}/worker.log)", every=1)
         self._spawn("watcher", [str(BIN / "sohoa"), "watch", "s3://inbox", "--archive", "s3://archive",
                                 "--poll", str(self.poll)])
         return self
+
+    def worker_command(self) -> list[str]:
+        return [*PREFECT, "worker", "start", "--pool", "sohoa", "--limit", str(self.limit)]
 
     def _worker_online(self) -> bool:
         try:
@@ -324,10 +327,11 @@ def main() -> int:
         while len(archived_at) < len(keys) and time.monotonic() < deadline:
             now = time.monotonic()
             for info in store.list(inbox.DONE):
-                key = info.key[len(inbox.DONE):]
+                key = info.key[len(inbox.DONE):].split("/", 1)[-1]  # done/<drop id>/<key>
                 if key in keys and key not in archived_at:
                     archived_at[key] = now
-            quarantined = {k for i in store.list(inbox.QUARANTINE) if (k := i.key[len(inbox.QUARANTINE):]) in keys}
+            quarantined = {k for i in store.list(inbox.QUARANTINE)
+                           if (k := i.key[len(inbox.QUARANTINE):].split("/", 1)[-1]) in keys}
             ever_quarantined |= quarantined
             if now - shown >= 30:
                 shown = now
@@ -344,7 +348,7 @@ def main() -> int:
 
         # --- what became of every drop -------------------------------------------------------------
         outcomes = {o.drop.key: o for o in inbox.outcomes(store)}
-        ledger = inbox.ledger(store)
+        ledger = inbox.ledger(store, open_store("s3://work"))
         manifests = [info.key for info in archive.list("dossiers/") if info.key.endswith("/manifest.json")]
         per_code: dict[str, int] = {}
         for key in manifests:

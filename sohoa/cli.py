@@ -1,10 +1,10 @@
 """``sohoa`` command line.
 
 ``sohoa run`` processes each INPUT as one dossier through the Prefect flow. With no
-``PREFECT_API_URL`` set, Prefect runs on its embedded (ephemeral) API: nothing to start.
+``PREFECT_API_URL`` set, it starts a private Prefect server of its own (sohoa/orchestration/embedded.py).
 One line per dossier is printed (JSON with ``--json``); a bad input is reported on its own
-line and never stops the others. Prefect is imported only when a flow has to run, so the
-rest of the package stays importable without it.
+line and never stops the others. Prefect is imported only when a flow has to run, and the
+module imports little at the top, so the first line is on the terminal within a second.
 """
 
 from __future__ import annotations
@@ -14,15 +14,20 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic_core import ValidationError  # what pydantic raises, without importing pydantic (a quick first line)
 
 from sohoa.kernel.errors import ConfigurationError, ExitCode, SohoaError, UsageError
-from sohoa.kernel.models import Outcome
+
+if TYPE_CHECKING:
+    from sohoa.kernel.models import Outcome
 
 _PREFECT_DEFAULTS = {
     # the first flow with a fresh PREFECT_HOME can take ~20 s to start the embedded server on 2 cores
@@ -34,6 +39,7 @@ _PREFECT_DEFAULTS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sohoa", description="Digitize scanned dossiers into a verified archive.")
+    parser.add_argument("--version", action="version", version=f"sohoa {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="process each INPUT (file or folder) as one dossier")
     run.add_argument("inputs", nargs="+", metavar="INPUT", help="PDF, TIFF, JPEG/PNG file, or a folder of page images")
@@ -49,21 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("folder", type=Path, help="inputs with <input>.truth.json beside them (see sohoa-synth --eval-set)")
     _store_options(evaluate)
     evaluate.add_argument("--require", action="append", default=[], metavar="METRIC=VALUE",
-                          help="exit 5 unless METRIC >= VALUE, e.g. page_accuracy=0.97 boundary_f1=0.95 "
-                               "high_confidence_accuracy=0.99 (repeatable)")
+                          help=f"exit 5 unless METRIC >= VALUE (repeatable); metrics: {', '.join(EVAL_METRICS)}")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     train = commands.add_parser("train", help="train a new classifier version from operators' confirmed and corrected documents")
     _store_options(train)
     train.add_argument("--json", action="store_true")
     review = commands.add_parser("review", help="record an operator's decision on an archived dossier")
-    review.add_argument("dossier", help="dossier id (the folder name under dossiers/)")
+    review.add_argument("dossier", help="dossier id (the last folder of dossiers/<agency>/<procedure>/<year>/<id>/)")
     review.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
+    review.add_argument("--work", help="work store URL (default: SOHOA_WORK): a queued dossier approved or rejected is "
+                                       "run again, its steps taken from there instead of being recomputed")
     review.add_argument("--by", default=os.environ.get("USER", ""), help="the operator's name (default: $USER)")
     review.add_argument("--type", action="append", default=[], metavar="N=TYPE",
                         help="correct the type of document N (1-based, as in the manifest) (repeatable)")
     review.add_argument("--approve", action="store_true", help="confirm every other document's type and pass the dossier")
     review.add_argument("--reject", metavar="REASON", help="reject the dossier with this reason")
     review.add_argument("--procedure", help="set the procedure code")
+    review.add_argument("--json", action="store_true", help="print the new revision as JSON")
     reviews = commands.add_parser("reviews", help="list the dossiers waiting for a person (the review queue)")
     reviews.add_argument("--archive", help="archive store URL (default: SOHOA_ARCHIVE)")
     reviews.add_argument("--json", action="store_true", help="one JSON object per queued dossier")
@@ -103,6 +111,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what `sohoa eval --require` can ask for: the report's scores, each better when higher (sohoa/services/evaluate.py)
+EVAL_METRICS = ("page_accuracy", "boundary_precision", "boundary_recall", "boundary_f1", "high_confidence_accuracy",
+                "high_confidence_share", "procedure_accuracy")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sohoa")
+    except metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "unknown"
+
+
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archive", help="archive store URL, where models are kept (default: SOHOA_ARCHIVE)")
     parser.add_argument("--work", help="work store URL (default: SOHOA_WORK)")
@@ -117,9 +139,20 @@ def _print(outcome: Outcome, as_json: bool) -> None:
         print(f"{outcome.input}: {outcome.status.upper()} {reason.code if reason else ''}: {reason.message if reason else ''}",
               flush=True)
         return
+    if outcome.status == "duplicate":
+        print(f"{outcome.input}: duplicate of {outcome.dossier_id}{_what_is_archived(outcome)} -> {outcome.manifest}", flush=True)
+        return
     cached = f", cached: {'+'.join(outcome.cached_steps)}" if outcome.cached_steps else ""
     print(f"{outcome.input}: {outcome.status} {outcome.dossier_id} ({outcome.pages} pages, "
           f"{', '.join(outcome.documents)}; {outcome.duration_s:.1f} s{cached}) -> {outcome.manifest}", flush=True)
+
+
+def _what_is_archived(outcome: Outcome) -> str:
+    """`` (passed, 5 pages: a, b)`` from what the duplicate's outcome says of the archived dossier; only what is known
+    (an archive whose manifest could not be read says nothing more than its id)."""
+    parts = [part for part in (outcome.archived_status, None if outcome.pages is None else f"{outcome.pages} pages") if part]
+    said = ", ".join(parts) + (": " if parts and outcome.documents else "") + ", ".join(outcome.documents)
+    return f" ({said})" if said else ""
 
 
 def _progress_to_stderr() -> None:
@@ -132,7 +165,162 @@ def _prefect_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LEAVE_AFTER_S = 2.0  # after a Ctrl-C or SIGTERM: time for Prefect to mark the run Crashed, then the process leaves
+SERVER_STOP_S = 1.0  # then the embedded server's graceful shutdown, before it is killed
+
+
+class _Run:
+    """One ``sohoa run``: its progress lines, its embedded server, and what a Ctrl-C or SIGTERM does to it.
+
+    Why: by default a Ctrl-C raises KeyboardInterrupt wherever the main thread is; Prefect then marks the run
+    Crashed and Python waits at exit for the OCR threads (minutes), and SIGTERM ended the process without a word.
+    Here a thread learns of the first signal at once (a wakeup fd, whichever Python handler is set: Prefect puts
+    its own SIGTERM handler in place while a flow runs), quiets the console and gives the main thread
+    LEAVE_AFTER_S to get the interrupt to ``cmd_run``; then, or as soon as it does, the process leaves: one line
+    on stderr (what finished, how to resume), the server stopped last, exit 130 (SIGINT or SIGTERM alike)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.quiet = args.quiet
+        self.server: Any = None
+        self.signum: int | None = None
+        self.decided = 0  # inputs refused or found archived before any flow ran
+        self.running: dict[str, Any] = {}  # input -> its Admission (None if not admitted), while its flow runs
+        self.work_url: str | None = None
+        self._raised = False
+        self._leaving = threading.Lock()
+
+    def say(self, line: str) -> None:
+        """What the command is doing, on stderr, as it starts doing it (not with --quiet)."""
+        if not self.quiet:
+            print(f"sohoa: {line}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM handled as above within the block; the handlers before it are back after it."""
+        before = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        woken = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read,), name="sohoa-signals", daemon=True).start()
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(woken)
+            os.close(write)  # the watch reads the end of the pipe and returns
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        """In the main thread: the interrupt, once (a second Ctrl-C must not break the way out)."""
+        if not self._raised:
+            self._raised = True
+            self.signum = self.signum or signum
+            raise KeyboardInterrupt
+
+    def _watch(self, wakeup: int) -> None:
+        while (said := os.read(wakeup, 1)) and said[0] not in STOP_SIGNALS:
+            pass  # another signal with a Python handler (Prefect's SIGALRM timeouts)
+        os.close(wakeup)
+        if said:
+            self.signum = self.signum or said[0]
+            _quiet_console()
+            time.sleep(LEAVE_AFTER_S)
+            self.leave()
+
+    def start_server(self) -> None:
+        """The embedded Prefect server, once, unless one is configured: it boots while the other inputs are checked."""
+        from sohoa.orchestration.embedded import EmbeddedServer, configured_api_url
+
+        if self.server is None and not configured_api_url():
+            self.say("starting the local Prefect server")
+            self.server = EmbeddedServer().start()
+
+    def stop_server(self, timeout: float) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop(timeout)
+
+    def leave(self) -> NoReturn:
+        """Say what was interrupted, stop the server, and exit now: the OCR threads hold nothing that needs
+        closing (every store write is atomic, every finished step is already persisted)."""
+        self._leaving.acquire()  # once: the deadline and the main thread may both come here
+        print(f"sohoa: interrupted: {self.summary()}", file=sys.stderr, flush=True)
+        self.stop_server(SERVER_STOP_S)
+        sys.stdout.flush()
+        os._exit(ExitCode.interrupted)  # for SIGTERM too: one code for "stopped, run again to resume"
+
+    def summary(self) -> str:
+        decided = f"; {self.decided} input(s) decided before (refused or already archived)" if self.decided else ""
+        if not self.running:
+            return f"no dossier was being processed{decided}"
+        done = _said_finished(_finished_steps(self.running, self.work_url))
+        return (f"{len(self.running)} dossier(s) stopped{decided}; finished steps are kept"
+                f"{f' ({done})' if done else ''}: run the same command again to resume from them")
+
+
+def _said_finished(finished: dict[str, list[str]], names_up_to: int = 3) -> str:
+    """``a.pdf: capture+ocr; b.pdf: no step`` for a few inputs; for more, how many got how far (a line stays a line)."""
+    if len(finished) <= names_up_to:
+        return "; ".join(f"{Path(item).name}: {'+'.join(steps) or 'no step'}" for item, steps in finished.items())
+    reached: dict[str, int] = {}
+    for steps in finished.values():
+        last = f"up to {steps[-1]}" if steps else "no step"
+        reached[last] = reached.get(last, 0) + 1
+    return ", ".join(f"{count} {last}" for last, count in reached.items())
+
+
+def _quiet_console() -> None:
+    """Nothing more on the terminal from Prefect or the steps (their crash reports of the interrupt are not
+    news): the interrupt's own line is the last one."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+def _finished_steps(running: dict[str, Any], work_url: str | None, timeout: float = 0.5) -> dict[str, list[str]]:
+    """The steps each input has persisted in the work store, looked up for at most ``timeout`` s in all (a store that
+    does not answer leaves the detail out)."""
+    found: dict[str, list[str]] = {}
+
+    def look() -> None:
+        from sohoa.services.results import WorkStoreCache
+        from sohoa.storage import open_store
+
+        cache = WorkStoreCache(open_store(work_url))
+        for item, admission in running.items():
+            steps = admission.steps.items() if admission else ()  # not admitted: the archive could not be asked
+            found[item] = [step for step, planned in steps if cache.has(planned.key)]
+
+    if work_url:
+        looking = threading.Thread(target=look, daemon=True)
+        looking.start()
+        looking.join(timeout)
+    return dict(found) if len(found) == len(running) else {}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    run = _Run(args)
+    with run.catching_signals():
+        run.say(f"checking {len(args.inputs)} input(s)")
+        try:
+            outcomes = _run_inputs(args, run)
+        except BaseException as exc:
+            if run.signum is None and not isinstance(exc, KeyboardInterrupt):
+                raise
+            run.leave()  # whatever the signal became on its way up (Prefect's TerminationSignal, a crashed run)
+    code = ExitCode.ok
+    for item in args.inputs:
+        outcome = outcomes[item]
+        if outcome.status == "refused":
+            code = max(code, ExitCode.refused)
+        elif outcome.status == "failed":
+            code = max(code, ExitCode.failed)
+        _print(outcome, args.json)
+    return code
+
+
+def _run_inputs(args: argparse.Namespace, run: _Run) -> dict[str, Outcome]:
     _prefect_defaults()
     if args.quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -146,21 +334,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"unknown step {bad[0]!r}; steps are {', '.join(STEPS)}")
     settings = _settings(archive=args.archive)
+    run.work_url = settings.work
     _ready(settings.archive, settings.work)
-    outcomes = _process(list(dict.fromkeys(args.inputs)), args, settings)
-    code = ExitCode.ok
-    for item in args.inputs:
-        outcome = outcomes[item]
-        if outcome.status == "refused":
-            code = max(code, ExitCode.refused)
-        elif outcome.status == "failed":
-            code = max(code, ExitCode.failed)
-        _print(outcome, args.json)
-    return code
+    return _process(list(dict.fromkeys(args.inputs)), args, settings, run)
 
 
-def _process(items: list[str], args: argparse.Namespace, settings: Any) -> dict[str, Outcome]:
-    """Refusals and duplicates first, without Prefect; then the rest in flows.
+def _process(items: list[str], args: argparse.Namespace, settings: Any, run: _Run) -> dict[str, Outcome]:
+    """Refusals and duplicates first, without Prefect (started at the first input to process, so that an all-refused
+    batch never starts it); then the rest in flows.
 
     Two inputs with the same content are not processed side by side: the second waits for the
     first, then comes back as its duplicate.
@@ -168,51 +349,61 @@ def _process(items: list[str], args: argparse.Namespace, settings: Any) -> dict[
     from sohoa.services.runner import first_copies
 
     outcomes: dict[str, Outcome] = {}
-    admitted = {item: _admitted(item, settings, args) for item in items}
+    admitted: dict[str, tuple[Outcome | None, Any]] = {}
+    for item in items:
+        admitted[item] = _admitted(item, settings, args)
+        if admitted[item][0] is None:
+            run.start_server()
     left = [item for item in items if admitted[item][0] is None]
-    outcomes |= {item: outcome for item, (outcome, _sha) in admitted.items() if outcome is not None}
-    copies = first_copies([admitted[item][1] for item in left])
+    decided = {item: outcome for item, (outcome, _admission) in admitted.items() if outcome is not None}
+    outcomes |= decided
+    run.decided += len(decided)
+    copies = first_copies([_sha256(admitted[item][1]) for item in left])
     todo = [item for item, first in zip(left, copies) if first is None]
     later = [item for item, first in zip(left, copies) if first is not None]
     if todo:
-        outcomes |= _run_flows(todo, args, settings)
+        run.running = {item: admitted[item][1] for item in todo}
+        outcomes |= _run_flows(todo, args, settings, run)
+        run.running = {}
     if later:
-        outcomes |= _process(later, args, settings)
+        outcomes |= _process(later, args, settings, run)
     return outcomes
 
 
-def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outcome | None, str | None]:
-    """A refusal or a duplicate decided before any flow runs (no Prefect needed); None: to process."""
-    import time
+def _sha256(admission: Any) -> str | None:
+    return admission.info.sha256 if admission is not None else None
 
+
+def _admitted(item: str, settings: Any, args: argparse.Namespace) -> tuple[Outcome | None, Any]:
+    """A refusal or a duplicate decided before any flow runs (no Prefect needed), or None: to process; and the
+    input's Admission when it was admitted (None when the store could not be asked: the flow will say why)."""
     from sohoa.kernel.errors import InputRefused
     from sohoa.services.plan import admit
-    from sohoa.services.quarantine import refuse, safe_name
+    from sohoa.services.quarantine import refuse_or_fail, safe_name
     from sohoa.steps.capture import check_name
     from sohoa.storage import open_store
 
     started = time.perf_counter()
     store = open_store(settings.archive)
-    sha256 = None
+    admission = None
     try:
         check_name(Path(item))  # a name that cannot even travel as a flow parameter (not UTF-8)
         admission = admit(Path(item), settings, args.procedure, store, refresh=bool(args.refresh))
-        sha256 = admission.info.sha256
-        return admission.duplicate(item, store, round(time.perf_counter() - started, 3)), sha256
+        return admission.duplicate(item, store, round(time.perf_counter() - started, 3)), admission
     except InputRefused as refusal:
-        return refuse(store, Path(item), refusal, sha256=sha256), sha256
+        return refuse_or_fail(store, Path(item), refusal, sha256=_sha256(admission), max_copy_bytes=settings.max_input_bytes,
+                              duration_s=round(time.perf_counter() - started, 3)), admission  # failed if not kept
     except Exception as exc:  # the store went away: the flow will report it with the dossier
         logging.getLogger("sohoa").debug("admission of %s: %s", safe_name(item), exc)
-        return None, sha256
+        return None, admission
 
 
-def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decision: Any = None) -> dict[str, Outcome]:
-    """Process the admitted inputs: one flow run for one input (with an operator's ``decision`` to
-    apply, if any), one batch run (dossiers in parallel) for several."""
-    from sohoa.orchestration.embedded import EmbeddedServer, configured_api_url
+def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, run: _Run) -> dict[str, Outcome]:
+    """Process the admitted inputs: one flow run for one input, one batch run (dossiers in parallel) for several."""
     from sohoa.services.quarantine import failed
 
-    server = None if configured_api_url() else EmbeddedServer().start()  # boots while Prefect is imported
+    run.start_server()  # started by _process already, unless the archive could not be asked
+    server = run.server
     try:
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -228,20 +419,21 @@ def _run_flows(items: list[str], args: argparse.Namespace, settings: Any, decisi
             message = f"cannot reach Prefect or the work store: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
             print(f"sohoa: {message}", file=sys.stderr)
             return {item: failed(item, exc, message) for item in items}
+        run.say(f"processing {len(items)} dossier(s)")
         params = dict(archive=settings.archive, procedure=args.procedure, refresh=getattr(args, "refresh", None) or None)
         with _without_heartbeats(server is not None):
             try:
                 if len(items) == 1:
-                    return {items[0]: process_dossier(source=items[0], **params, decision=decision)}
+                    return {items[0]: process_dossier(source=items[0], **params)}
                 batch = process_batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.jobs + 1))
                 return dict(zip(items, batch(sources=items, **params)))
-            except KeyboardInterrupt:
-                raise
             except Exception as exc:  # one dossier's failure (or the orchestrator's) is reported, never a traceback
+                if run.signum is not None:  # Prefect's own reaction to the signal (TerminationSignal and the like)
+                    raise KeyboardInterrupt from None
                 return {item: failed(item, exc) for item in items}
     except BaseException:
-        if server:
-            server.stop()
+        if run.signum is None:  # interrupted, the run leaves and stops the server last
+            run.stop_server(SERVER_STOP_S)
         raise
     # on success the server stops at exit, after Prefect has sent its last logs and events (atexit runs LIFO)
 
@@ -333,7 +525,7 @@ def _validation_line(exc: ValidationError) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from sohoa.services import evaluate
 
-    requirements = _requirements(args.require, evaluate.EvalReport.model_fields)
+    requirements = _requirements(args.require, EVAL_METRICS)
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder")
     settings, archive, work = _stores(args)
@@ -345,7 +537,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return ExitCode.below_target if failures else ExitCode.ok
 
 
-def _requirements(given: list[str], metrics: Any) -> dict[str, float]:
+def _requirements(given: list[str], metrics: Sequence[str]) -> dict[str, float]:
     """``--require METRIC=VALUE`` options by metric; a UsageError before anything is evaluated."""
     try:
         requirements = {name: float(value) for name, _, value in (r.partition("=") for r in given)}
@@ -353,7 +545,7 @@ def _requirements(given: list[str], metrics: Any) -> dict[str, float]:
         raise UsageError("--require takes METRIC=NUMBER") from None
     unknown = [name for name in requirements if name not in metrics]
     if unknown:
-        raise UsageError(f"unknown metric {unknown[0]!r}")
+        raise UsageError(f"unknown metric {unknown[0]!r}; metrics are {', '.join(metrics)}")
     return requirements
 
 
@@ -414,7 +606,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     key = review.record(archive, prefix, before, after)
     if after.status != "needs_review":
         review_queue.remove(archive, after.dossier_id)
-    _print_decision(after, archive.url_for(key))
+    _print_decision(after, archive.url_for(key), args.json)
     return ExitCode.ok
 
 
@@ -442,13 +634,20 @@ def _review_by_runner(queued: Any, manifest: Any, decision: Any, args: argparse.
         print(f"sohoa: {outcome.reason.message if outcome.reason else 'the decision could not be applied'}", file=sys.stderr)
         return ExitCode.failed
     prefix, after = review.load(archive, queued.dossier_id)
-    _print_decision(after, archive.url_for(prefix + "manifest.json"))
+    _print_decision(after, archive.url_for(prefix + "manifest.json"), args.json)
     return ExitCode.ok
 
 
-def _print_decision(after: Any, manifest_url: str) -> None:
-    print(json.dumps({"dossier_id": after.dossier_id, "revision": after.revision, "status": after.status,
-                      "decision": after.decisions[-1].model_dump(), "manifest": manifest_url}, ensure_ascii=False))
+def _print_decision(after: Any, manifest_url: str, as_json: bool) -> None:
+    decision = after.decisions[-1]
+    if as_json:
+        print(json.dumps({"dossier_id": after.dossier_id, "revision": after.revision, "status": after.status,
+                          "decision": decision.model_dump(), "manifest": manifest_url}, ensure_ascii=False))
+        return
+    reason = f": {decision.reason}" if decision.reason else ""
+    changes = f", {len(decision.changes)} change(s)" if decision.changes else ""
+    print(f"{after.dossier_id}: {after.status}, revision {after.revision} ({decision.action} by {decision.by}{reason}"
+          f"{changes}) -> {manifest_url}")
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -618,13 +817,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "review": cmd_review, "reviews": cmd_reviews, "watch": cmd_watch, "report": cmd_report,
                 "check": cmd_check, "find": cmd_find}
     try:
-        return int(handlers[args.command](args))
+        with _reader_warnings() if args.command != "run" else contextlib.nullcontext():
+            return int(handlers[args.command](args))
     except SohoaError as exc:  # StorageError, UsageError, ConfigurationError, OcrError, ...
         return _failed(exc.message, exc.exit_code)
     except ValidationError as exc:  # settings read after the command's own checks
         return _failed(f"configuration error: {_validation_line(exc)}", ExitCode.usage)
     except KeyboardInterrupt:
         return _failed("interrupted", ExitCode.interrupted)
+
+
+@contextlib.contextmanager
+def _reader_warnings() -> Iterator[None]:
+    """Each archived file that a reader of the archive skips (report, train, find's index, review) is logged
+    by ``sohoa.reuse`` as it is skipped (index.Unreadable): here that becomes one ``sohoa: skipped unreadable
+    KEY: reason`` line on stderr, printed once, even when the command then fails (train: too little data).
+    Not for ``run``, whose logs go to Prefect's handlers and the run's log."""
+    log = logging.getLogger("sohoa.reuse")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("sohoa: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False  # else Python's last-resort handler prints it again, without the prefix
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
 
 
 def _failed(message: str, code: ExitCode) -> int:

@@ -1,19 +1,20 @@
-"""The peer corpus (OCRmyPDF's own odd files): each is processed with its text, or refused for a reason.
+"""The peer corpus (OCRmyPDF's own odd files) through ``sohoa run``, in one batch, as a user runs it.
 
-Nothing may crash or hang: every file ends as a typed outcome within its per-page timeout.
+Every file ends as a typed outcome: archived (passed, needs_review or rejected), a duplicate of an
+earlier file, or refused for a reason; never an untyped ``failed`` (``processing_failed``), never a
+traceback, never a hang. Files with legible text must yield a known word in the archive's words.
 The outcome table of a run is kept in docs/corpus.md (``python -m tests.corpus_run``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.corpus_run import PAGE_TIMEOUT_S, run_corpus
+from tests.corpus_run import PAGE_TIMEOUT_S, run_batch
+from tests.shared_data import shared_folder
 
 pytestmark = pytest.mark.slow
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "ocrmypdf"
+ARCHIVED = {"passed", "needs_review", "rejected"}
 
 REFUSED = {
     "LICENSES-REUSE.toml": "unsupported_type", "README.rst": "unsupported_type", "linn.txt": "unsupported_type",
@@ -37,24 +38,27 @@ BLANK = {"blank.pdf", "trivial.pdf", "no_contents.pdf"}
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-    assert CORPUS.is_dir(), f"peer corpus missing at {CORPUS}"
-    return {row.name: row for row in run_corpus(CORPUS, tmp_path_factory.mktemp("corpus"))}
+def batch(tmp_path_factory):
+    return run_batch(shared_folder("corpus/ocrmypdf"), tmp_path_factory.mktemp("corpus"))
 
 
-def test_every_corpus_file_has_a_typed_outcome(rows):
-    assert len(rows) >= 60  # 60 test files and their licence list
-    unexpected = {n: (r.outcome, r.code) for n, r in rows.items() if (r.outcome == "refused") != (n in REFUSED)}
-    assert not unexpected
-    assert {n: r.code for n, r in rows.items() if r.outcome == "refused"} == REFUSED
-    assert all(r.outcome in ("processed", "refused") for r in rows.values())
+def test_every_file_has_one_typed_outcome_and_no_traceback(batch):
+    outcomes = batch.outcomes
+    assert "Traceback" not in batch.stderr, batch.stderr[-3000:]
+    assert len(outcomes) == batch.files >= 60  # 60 test files and their licence list
+    failed = {n: o.get("reason") for n, o in outcomes.items() if o["status"] == "failed"}
+    assert not failed  # nothing in the peer corpus is a failure of the system
+    assert {n: o["reason"]["code"] for n, o in outcomes.items() if o["status"] == "refused"} == REFUSED
+    assert all(o["status"] in ARCHIVED | {"duplicate", "refused"} for o in outcomes.values())
+    assert batch.exit == 3  # some refused, none failed
 
 
-def test_legible_files_yield_their_text(rows):
-    missing = {name: rows[name].text[:80] for name, word in LEGIBLE.items() if word not in rows[name].text}
+def test_legible_files_yield_their_text(batch):
+    missing = {name: batch.texts.get(name, "")[:80] for name, word in LEGIBLE.items() if word not in batch.texts.get(name, "")}
     assert not missing
 
 
-def test_blank_files_yield_no_text_and_nothing_hangs(rows):
-    assert all(rows[name].words == 0 for name in BLANK)
-    assert all(r.seconds < PAGE_TIMEOUT_S * max(r.pages, 1) for r in rows.values())
+def test_blank_files_are_archived_without_text_and_nothing_hangs(batch):
+    assert all(batch.outcomes[name]["status"] in ARCHIVED | {"duplicate"} for name in BLANK)
+    assert all(batch.texts[name].strip() == "" for name in BLANK)
+    assert all(o.get("duration_s", 0) < PAGE_TIMEOUT_S * max(o.get("pages") or 1, 1) for o in batch.outcomes.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -86,6 +87,7 @@ def test_dossier_to_s3_archive_then_fully_cached_rerun(birth_pdf, s3_env, s3_sto
     code, [again], stderr = sohoa(str(path), "--archive", archive_url, env=env)
     assert code == 0, stderr
     assert (again["status"], again["dossier_id"], again["manifest"]) == ("duplicate", truth.dossier_code, first["manifest"])
+    assert (again["archived_status"], again["pages"], again["documents"]) == ("passed", first["pages"], first["documents"])
 
     # into another archive: every step comes from the persisted results in the work store
     code, [second], stderr = sohoa(str(path), "--archive", f"s3://{bucket}/archive-2", env=env)
@@ -192,7 +194,10 @@ def test_every_refusal_is_quarantined_with_its_reason_and_nothing_is_lost(tmp_pa
         reason = json.loads(Path(line["quarantine"]).read_text())
         assert reason["code"] == code and reason["input_name"].isprintable()
         kept = [store.get_bytes(key) for key in reason["files"]]
-        if path.is_file():  # nothing lost: the quarantine holds the input's bytes, and the input is still there
+        if code == "too_large":  # described, not copied: the input is still there, its size and SHA-256 recorded
+            assert kept == [] and [(i["size"], i["sha256"]) for i in reason["inputs"]] == [
+                (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())]
+        elif path.is_file():  # nothing lost: the quarantine holds the input's bytes, and the input is still there
             assert kept == [path.read_bytes()]
         elif path.is_dir():
             assert kept == [(path / "page-1.png").read_bytes()] and reason["skipped"] == ["page-2.png"]

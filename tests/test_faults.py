@@ -167,15 +167,14 @@ class Relay:
 
 
 def test_the_same_input_submitted_twice_at_once_makes_one_archive(marriage_pdf, s3_env, s3_store_url, s3_settings,
-                                                                  prefect_api, tmp_path):
-    """Two ``sohoa run`` of one file, same archive, same work store, started together and held so that
-    both claim the dossier's place at the same instant: both succeed and there is one archive.
+                                                                  prefect_api, counting_tesseract, tmp_path):
+    """Two ``sohoa run`` of one file, same archive, same work store, started together and held so that both
+    claim the input's content at the same instant: one passes, the other is its duplicate, the pages are read
+    once and there is one archive.
 
-    The mechanism (sohoa/domain/layout.claim): the dossier's pointer ``index/dossiers/<id>.json`` is written
-    create-only (a conditional PUT, ``If-None-Match: *``) before any file; the run that loses reads it
-    and, the input's SHA-256 being the same, archives into the same prefix. The files are the same
-    bytes under the same keys, the manifest (the commit marker) is written last, and a manifest equal
-    but for times and durations is not a new revision.
+    The mechanism (sohoa/services/claims.py): before capture each run creates ``claims/<sha256>/00000001.json``
+    create-only (a conditional PUT, ``If-None-Match: *``); the relay holds both PUTs until both are in flight,
+    so the server decides. The run that loses waits for the winner to release its claim, then finds its archive.
 
     First in the module, on its new Prefect server: the two commands also register the result-storage
     block with Prefect at the same instant, as two runs on a new installation would."""
@@ -185,34 +184,37 @@ def test_the_same_input_submitted_twice_at_once_makes_one_archive(marriage_pdf, 
     both = threading.Barrier(2, timeout=60)
 
     def hold_until_both_claim(n: int) -> bool:
-        if n <= 2:
+        if n <= 2:  # the two create-only PUTs; then the holder's renewals and release go through
             try:
                 both.wait()
             except threading.BrokenBarrierError:  # one run never got there: let the other go on (the test fails)
                 pass
         return True
 
-    claim = f"PUT /{bucket}/archive/{layout.pointer_key(truth.dossier_code)}"
+    claim = f"PUT /{bucket}/archive/claims/"
     relay = Relay(int(s3_env.url.rsplit(":", 1)[1]), claim.encode(), hold_until_both_claim)
+    tesseract, log = counting_tesseract
+    env = {"SOHOA_S3_ENDPOINT": relay.url, "SOHOA_OCR_ENGINE": "cli", "SOHOA_TESSERACT_CMD": tesseract}
     args = ["run", "--json", str(path), "--archive", archive_url, "--work", str(tmp_path / "work")]
     try:
-        runs = [start(*args, env={"SOHOA_S3_ENDPOINT": relay.url}, api=prefect_api) for _ in range(2)]
+        runs = [start(*args, env=env, api=prefect_api) for _ in range(2)]
         results = [finish(run) for run in runs]
     finally:
         relay.close()
     for code, _, stderr in results:
         assert code == 0, stderr
     assert relay.seen >= 2 and not both.broken  # both claims were in flight together
-    lines = [lines[0] for _, lines, _ in results]
-    assert [line["status"] for line in lines] == ["passed", "passed"]
-    assert {line["dossier_id"] for line in lines} == {truth.dossier_code}
-    assert len({line["manifest"] for line in lines}) == 1  # the same manifest, not a sibling archive
+    passed, duplicate = sorted((lines[0] for _, lines, _ in results), key=lambda line: line["status"] != "passed")
+    assert (passed["status"], duplicate["status"]) == ("passed", "duplicate"), (passed, duplicate)
+    assert passed["dossier_id"] == duplicate["dossier_id"] == truth.dossier_code
+    assert passed["manifest"] == duplicate["manifest"]  # the duplicate names the archive the first run made
+    assert sum("--psm" in line for line in log.read_text().splitlines()) == len(truth.pages)  # one OCR run
 
     store = open_store(archive_url, s3=s3_settings)
     pointers = [info.key for info in store.list("index/dossiers/")]
     assert pointers == [layout.pointer_key(truth.dossier_code)]  # no <id>~<hash> sibling
     prefix = layout.locate(store, truth.dossier_code)
-    assert lines[0]["manifest"] == f"{archive_url}/{prefix}manifest.json"
+    assert passed["manifest"] == f"{archive_url}/{prefix}manifest.json"
     assert layout.manifest_keys(store) == [prefix + "manifest.json"]
     manifest = Manifest.model_validate_json(store.get_bytes(prefix + "manifest.json"))
     assert manifest.source.sha256 == sha256_file(path) and manifest.status == "passed"

@@ -130,3 +130,42 @@ def test_a_whole_dossier_decision_covers_every_page_once_with_known_types_and_pr
     after = review.apply_decision(manifest, decision, codes=CODES, now=datetime(2026, 12, 1, tzinfo=UTC))
     assert after.status == "passed" and after.documents[1].file is None  # retyped: a new PDF is due
     assert after.documents[1].review.previous_type == "khac"
+
+
+def test_the_review_artifact_embeds_bounded_thumbnails_and_stores_no_credential(s3_env, s3_store_url, monkeypatch):
+    """What the Prefect database keeps of a review: thumbnails as data: URIs, never a presigned link (which
+    held the access key in X-Amz-Credential and a signature), each at most THUMB_MAX_BYTES, even of noise
+    (the bound lowered here so that noise needs the lower qualities and sizes)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from sohoa.kernel.models import CaptureResult, PageImage
+    from sohoa.kernel.settings import Settings
+    from sohoa.orchestration import artifacts
+    from sohoa.storage import open_store
+
+    work = open_store(s3_store_url)
+    work.ensure_ready()
+    monkeypatch.setattr(artifacts, "THUMB_MAX_BYTES", 4096)
+    noise = Image.merge("RGB", [Image.effect_noise((620, 877), 120) for _ in range(3)])
+    buffer = io.BytesIO()
+    noise.save(buffer, "JPEG", quality=95)
+    work.put_bytes("pages/p.png", buffer.getvalue())
+    capture = CaptureResult(key="c", source=_manifest().source, pages=[
+        PageImage(n=n, key="pages/p.png", sha256=f"{n:064x}", media_type="image/jpeg", width=620, height=877, dpi=75,
+                  origin="image")
+        for n in (1, 2, 3)])
+    manifest = _manifest().model_copy(update={"pages": [p.model_copy(update={"ocr_confidence": 5.0}) for p in _manifest().pages]})
+    text = artifacts.attention_markdown(manifest, capture, [1, 2, 3], work, Settings())
+    images = re.findall(r"!\[page \d\]\(([^)]*)\)", text)
+    assert len(images) == 3 and all(uri.startswith("data:image/jpeg;base64,") for uri in images), text[:500]
+    for uri in images:
+        data = base64.b64decode(uri.split(",", 1)[1])
+        assert len(data) <= 4096
+        with Image.open(io.BytesIO(data)) as thumb:
+            assert thumb.format == "JPEG" and max(thumb.size) <= 2 * artifacts.THUMB_WIDTH
+    for secret in (s3_env.access_key, s3_env.secret_key, "X-Amz-Credential", "X-Amz-Signature", "http://", "https://"):
+        assert secret not in text

@@ -176,7 +176,7 @@ def test_an_unanswered_review_waits_in_the_queue_and_is_decided_later(stack, tmp
     number = next(i for i, d in enumerate(manifest["documents"], 1) if d["pages"] == [certificate])
     source.unlink()  # the input has moved on (an inbox drop): the archived original serves
     decided = subprocess.run([*sohoa, "review", truth.dossier_code, "--archive", str(archive), "--by", "Phạm Thu",
-                              "--type", f"{number}=giay_chung_sinh", "--approve"], env=stack.env, capture_output=True,
+                              "--type", f"{number}=giay_chung_sinh", "--approve", "--json"], env=stack.env, capture_output=True,
                              text=True)
     assert decided.returncode == 0, decided.stderr[-2000:]
     assert json.loads(decided.stdout.splitlines()[-1])["status"] == "passed"

@@ -7,7 +7,12 @@ quarantine, review, and the shared ``results/`` cache that the Prefect flows use
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +21,13 @@ from sohoa_dev import synth
 from sohoa.kernel.errors import OcrError
 from sohoa.kernel.settings import Settings
 from sohoa.services import review_queue, runner
+from sohoa.services.claims import Claim, ClaimSettings
 from sohoa.services.plan import STEPS, StepPlan
 from sohoa.services.results import RESULTS_PREFIX, WorkStoreCache, decode, encode
 from sohoa.services.review import DocumentChoice, ReviewDecision
-from sohoa.storage import open_store
+from sohoa.storage import StorageError, StorageUnavailable, open_store
 from tests.fake_engine import FakeEngine, forbid_tesseract, installed
+from tests.test_claims import until
 
 
 @pytest.fixture
@@ -40,6 +47,12 @@ def context(tmp_path: Path, **options) -> runner.RunContext:
     return runner.RunContext(settings=Settings(archive=str(tmp_path / "archive"), work=str(tmp_path / "work")), **options)
 
 
+def claims_left(tmp_path: Path) -> list[Claim]:
+    """Every claim generation the runs took on their inputs' content, oldest first."""
+    store = open_store(tmp_path / "archive")
+    return [Claim.model_validate_json(store.get_bytes(info.key)) for info in store.list("claims/")]
+
+
 def test_a_dossier_runs_from_input_to_archive_without_prefect_or_tesseract(dossier, tmp_path, no_tesseract):
     source, truth = dossier
     with installed(FakeEngine.from_truth(truth)) as fake:
@@ -52,15 +65,38 @@ def test_a_dossier_runs_from_input_to_archive_without_prefect_or_tesseract(dossi
     assert manifest["status"] == "passed" and set(manifest["steps"]) == set(STEPS)
 
 
-def test_the_same_input_again_is_a_duplicate_and_a_refresh_reuses_the_steps_before_it(dossier, tmp_path, no_tesseract):
+def test_the_same_input_again_is_a_duplicate_and_a_refresh_reuses_the_steps_before_it(dossier, tmp_path, no_tesseract,
+                                                                                    monkeypatch):
     source, truth = dossier
     with installed(FakeEngine.from_truth(truth)) as fake:
         first = runner.run_dossier(str(source), context(tmp_path))
         again = runner.run_dossier(str(source), context(tmp_path))
         refreshed = runner.run_dossier(str(source), context(tmp_path), refresh=["classify"])
+        late = admitted_before_the_archive(monkeypatch, lambda: runner.run_dossier(str(source), context(tmp_path)))
+    assert late.status == "duplicate" and late.dossier_id == first.dossier_id
     assert again.status == "duplicate" and again.dossier_id == first.dossier_id
+    assert (again.archived_status, again.pages, again.documents) == ("passed", first.pages, first.documents)
     assert refreshed.status == "passed" and refreshed.dossier_id == first.dossier_id
     assert len(fake.reads) == len(truth.pages)  # OCR ran once: the refresh of classify reused it
+    # the first run, the refresh and the late one held the content's claim, a generation each; the duplicate did not
+    assert [(c.generation, c.released) for c in claims_left(tmp_path)] == [(1, True), (2, True), (3, True)]
+
+
+def admitted_before_the_archive(monkeypatch: pytest.MonkeyPatch, run):
+    """``run`` admitted while another run still worked on the same content (its archive not there yet), and that
+    run released its claim just before this one took it: once the claim is held, the archive is looked up again."""
+    from sohoa.steps import archive
+
+    found, lookups = archive.find_archived, []
+
+    def not_yet(*args):
+        lookups.append(args)
+        return None if len(lookups) == 1 else found(*args)
+
+    monkeypatch.setattr(archive, "find_archived", not_yet)
+    outcome = run()
+    assert len(lookups) == 2
+    return outcome
 
 
 def test_an_unknown_step_to_refresh_is_refused_before_anything_runs(dossier, tmp_path):
@@ -78,6 +114,68 @@ def test_a_bad_input_is_refused_into_quarantine(tmp_path, no_tesseract):
     assert reason["code"] == "empty_file" and reason["step"] == "capture"
 
 
+def quarantine_fails(monkeypatch: pytest.MonkeyPatch, fail: Callable[[str], None]) -> None:
+    """Every write under ``quarantine/`` of the local archive fails as ``fail(key)`` raises (a full disk, a store gone)."""
+    from sohoa.storage import LocalStore
+
+    for name in ("put_bytes", "put_file"):
+        write = getattr(LocalStore, name)
+
+        def failing(self, key, *args, _write=write, **kwargs):
+            if key.startswith("quarantine/"):
+                fail(key)
+            return _write(self, key, *args, **kwargs)
+
+        monkeypatch.setattr(LocalStore, name, failing)
+
+
+def no_space_left(key: str) -> None:
+    """As LocalStore fails on a full disk: one line, the OSError kept as the context."""
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise StorageError(f"cannot write temp file for {key}: No space left on device") from None
+
+
+def unavailable(key: str) -> None:
+    raise StorageUnavailable("s3://a/b did not answer within 9 s", "s3://a/b")
+
+
+@pytest.mark.parametrize(("fail", "code", "said"), [
+    (no_space_left, "no_space", "cannot write temp file for quarantine/"),
+    (unavailable, "storage_unavailable", "s3://a/b did not answer within 9 s")])
+def test_a_refusal_that_cannot_be_quarantined_is_a_failure_that_names_the_refusal(tmp_path, no_tesseract, monkeypatch,
+                                                                                 fail, code, said):
+    empty = tmp_path / "scan.pdf"
+    empty.write_bytes(b"")
+    quarantine_fails(monkeypatch, fail)
+    outcome = runner.run_dossier(str(empty), context(tmp_path))
+    assert (outcome.status, outcome.reason.code) == ("failed", code), outcome
+    assert outcome.reason.message.startswith(f"refused (empty_file: the file is empty (0 bytes)) but not quarantined: {said}")
+    assert outcome.duration_s is not None and empty.exists()
+
+
+def test_quarantine_copies_are_bounded_by_the_input_size_limit(dossier, tmp_path, no_tesseract, monkeypatch):
+    from sohoa.services import quarantine
+
+    limits, keep = [], quarantine.quarantine
+
+    def recorded(*args, max_copy_bytes, **kwargs):
+        limits.append(max_copy_bytes)
+        return keep(*args, max_copy_bytes=max_copy_bytes, **kwargs)
+
+    monkeypatch.setattr(quarantine, "quarantine", recorded)
+    monkeypatch.setattr(runner, "quarantine", recorded)
+    empty = tmp_path / "scan.pdf"
+    empty.write_bytes(b"")
+    settings = Settings(archive=str(tmp_path / "archive"), work=str(tmp_path / "work"), max_input_bytes=5_000_000)
+    assert runner.run_dossier(str(empty), runner.RunContext(settings=settings)).status == "refused"
+    with installed(FakeEngine.from_truth(dossier[1], errors={1: OcrError("page_timeout", "slow")})), \
+            pytest.raises(OcrError):
+        runner.run_dossier(str(dossier[0]), runner.RunContext(settings=settings))
+    assert limits == [5_000_000, 5_000_000]  # the refusal's copy and the failure's
+
+
 def test_an_engine_failure_is_quarantined_with_its_code_and_raised(dossier, tmp_path, no_tesseract):
     source, truth = dossier
     timeout = OcrError("page_timeout", "page 2 took longer than 300 s")
@@ -86,6 +184,55 @@ def test_an_engine_failure_is_quarantined_with_its_code_and_raised(dossier, tmp_
             runner.run_dossier(str(source), context(tmp_path))
     reasons = list((tmp_path / "archive" / "quarantine").glob("*/reason.json"))
     assert [json.loads(r.read_text())["code"] for r in reasons] == ["page_timeout"]
+    # a failure lets its claim go from a thread (the store may be what failed)
+    assert until(lambda: [c.released for c in claims_left(tmp_path)] == [True])
+
+
+def test_an_input_refused_during_capture_releases_its_claim(dossier, tmp_path, no_tesseract, monkeypatch):
+    from sohoa.kernel.errors import InputRefused
+    from sohoa.steps import capture
+
+    def refused(*_args, **_kwargs):
+        raise InputRefused("corrupt_file", "page 3 cannot be decoded")
+
+    monkeypatch.setattr(capture, "capture", refused)
+    with installed(FakeEngine()):  # the engines warm up while capture runs
+        outcome = runner.run_dossier(str(dossier[0]), context(tmp_path))
+    assert outcome.status == "refused" and outcome.reason.code == "corrupt_file"
+    assert [c.released for c in claims_left(tmp_path)] == [True]
+
+
+class SlowEngine(FakeEngine):
+    """Takes its time over each page: two runs started together overlap for the whole OCR."""
+
+    def read(self, page, settings, timeout_s):
+        time.sleep(0.15)
+        return super().read(page, settings, timeout_s)
+
+
+def test_the_same_content_run_twice_at_once_is_read_once_and_the_second_is_its_duplicate(dossier, tmp_path, no_tesseract,
+                                                                                        caplog):
+    source, truth = dossier
+    quick = ClaimSettings(renew_s=0.2, expiry_s=30, poll_s=0.05)  # a loaded machine may stall a write for seconds
+    outcomes: list = []
+
+    def run() -> None:
+        outcomes.append(runner.run_dossier(str(source), context(tmp_path, claims=quick)))
+
+    with installed(SlowEngine.from_truth(truth)) as fake, caplog.at_level(logging.INFO, logger="sohoa.run"):
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    first, second = sorted(outcomes, key=lambda outcome: outcome.status != "passed")
+    assert (first.status, second.status) == ("passed", "duplicate"), outcomes
+    assert second.dossier_id == first.dossier_id and second.manifest == first.manifest
+    assert (second.archived_status, second.pages, second.documents) == ("passed", first.pages, first.documents)
+    assert len(fake.reads) == len(truth.pages)  # one OCR run
+    assert "which is processing the same content" in caplog.text
+    assert "took over" not in caplog.text  # the second waited for the release: its holder never looked gone
+    assert [(c.generation, c.released) for c in claims_left(tmp_path)] == [(1, True), (2, True)]
 
 
 def test_a_dossier_that_needs_review_is_queued_then_settled_by_a_decision(tmp_path, no_tesseract):

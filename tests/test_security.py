@@ -39,6 +39,7 @@ from sohoa.kernel.models import DossierFields
 from sohoa.domain import identifiers, identity
 from sohoa.kernel.errors import InputRefused
 from sohoa.kernel.settings import Settings
+from sohoa.orchestration.artifacts import THUMB_MAX_BYTES
 from sohoa.steps import capture as capturing
 from sohoa.storage import InvalidKey, LocalStore, S3Settings, StorageError
 from sohoa.storage.base import validate_key, validate_prefix
@@ -164,7 +165,7 @@ def secure_run(s3_server, creds, tmp_path_factory):
     env = {**os.environ, "SOHOA_S3_ENDPOINT": s3_server.url, "SOHOA_S3_ACCESS_KEY": creds.access_key,
            "SOHOA_S3_SECRET_KEY": creds.secret_key, "SOHOA_S3_REGION": s3_server.region,
            "SOHOA_WORK": f"s3://{bucket}/work", "SOHOA_MAX_PAGES": str(MAX_PAGES),
-           "SOHOA_MIN_PAGE_CONFIDENCE": "99.5",  # every page wants a look: review thumbnails with presigned links
+           "SOHOA_MIN_PAGE_CONFIDENCE": "99.5",  # every page wants a look: review thumbnails in the artifacts
            "TMPDIR": str(scratch), "XDG_CACHE_HOME": str(scratch / "cache")}  # grepped too
     for name in ("SOHOA_S3_SECURE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL"):
         env.pop(name, None)
@@ -205,7 +206,8 @@ def artifact_texts(home: Path) -> list[str]:
 
 
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._~-]{0,254}")
-PRESIGNED = re.compile(r"https?://[^\s)\"'\\]+X-Amz-Signature=[0-9a-f]+")
+THUMBNAIL = re.compile(r"!\[page \d+\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)")
+LINK = re.compile(r"https?://[^\s)\"'\\]+")
 
 
 @pytest.mark.slow
@@ -233,7 +235,7 @@ def test_credentials_appear_nowhere_the_run_wrote(secure_run, creds):
     for where, data in places.items():
         for form in secret_forms(creds.secret_key):
             assert form not in data, f"the secret key ({form!r}) is in {where}"
-    # the access key id is not a secret to AWS, but only presigned links may carry it
+    # the access key id is not a secret to AWS, but only a presigned link may carry it (the run stores none)
     credential = f"X-Amz-Credential={creds.access_key}%2F".encode()
     for where, data in places.items():
         assert data.count(creds.access_key.encode()) == data.count(credential), f"the access key is in {where}"
@@ -241,34 +243,19 @@ def test_credentials_appear_nowhere_the_run_wrote(secure_run, creds):
 
 
 @pytest.mark.slow
-def test_review_links_are_short_lived_presigned_urls(secure_run, creds):
-    """The thumbnails of the pages to review are presigned GETs for SOHOA_LINK_EXPIRES_S (one hour),
-    signed with the configured key (recomputed here; the test server only knows its own key, so it
-    cannot serve these: test_presigned_links_are_short_lived_and_bounded does the GET)."""
-    from datetime import datetime, timezone
-
-    from minio.credentials import Credentials
-    from minio.signer import presign_v4
-
-    links = [m.group(0) for text in artifact_texts(secure_run.prefect_home) for m in PRESIGNED.finditer(text)
-             if creds.access_key in m.group(0)]
-    assert links, "no presigned thumbnail link in the artifacts of the run"
-    default = Settings.model_fields["link_expires_s"].default
-    assert default <= 3600
-    for link in links:
-        parts = urlsplit(link)
-        query = parse_qs(parts.query)
-        assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
-        assert int(query["X-Amz-Expires"][0]) == default
-        assert query["X-Amz-Credential"][0].startswith(f"{creds.access_key}/")
-        assert creds.secret_key not in link and quote(creds.secret_key, safe="") not in link
-        key = parts.path.split(f"/{secure_run.bucket}/", 1)[1]
-        assert re.fullmatch(r"work/thumbs/[0-9a-f]{64}\.jpg", key), key
-        assert secure_run.root.exists(key)
-        date = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        again = presign_v4(method="GET", url=parts._replace(query=""), region=secure_run.settings.region,
-                           credentials=Credentials(creds.access_key, creds.secret_key), date=date, expires=default)
-        assert parse_qs(again.query)["X-Amz-Signature"] == query["X-Amz-Signature"]
+def test_review_thumbnails_are_embedded_never_linked(secure_run, creds):
+    """The thumbnails of the pages to review are embedded as ``data:`` JPEGs: the Prefect database keeps
+    artifacts long after any link expired, so no link, access key or signature may be stored there."""
+    texts = artifact_texts(secure_run.prefect_home)
+    thumbnails = [m.group(1) for text in texts for m in THUMBNAIL.finditer(text)]
+    assert thumbnails, "no embedded thumbnail in the artifacts of the run"
+    for data in thumbnails:
+        jpeg = base64.b64decode(data, validate=True)
+        assert jpeg.startswith(b"\xff\xd8") and len(jpeg) <= THUMB_MAX_BYTES
+    for text in texts:
+        for forbidden in (creds.access_key, "X-Amz-Credential", "X-Amz-Signature"):
+            assert forbidden not in text, f"{forbidden!r} is in an artifact"
+        assert not LINK.search(text), f"a link in an artifact: {LINK.search(text).group(0)}"
 
 
 @pytest.mark.slow
@@ -426,7 +413,7 @@ def test_presigned_links_are_short_lived_and_bounded(s3_server, s3_store_url, mo
     store.ensure_ready()
     store.put_bytes("thumbs/p.jpg", b"\xff\xd8 thumbnail bytes", content_type="image/jpeg")
     monkeypatch.delenv("SOHOA_LINK_EXPIRES_S", raising=False)
-    expires = Settings().link_expires_s  # what sohoa/orchestration/artifacts.py passes
+    expires = Settings().link_expires_s  # the default of every share_url link
     link = store.share_url("thumbs/p.jpg", expires)
     query = parse_qs(urlsplit(link).query)
     assert int(query["X-Amz-Expires"][0]) == expires <= 3600

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.storage import InvalidKey, LocalStore, ObjectExists, ObjectNotFound, S3Settings, StorageError, Store, open_store
+from sohoa.storage import (InvalidKey, LocalStore, ObjectExists, ObjectNotFound, S3Settings, StorageError,
+                           StorageUnavailable, Store, open_store)
 from sohoa.storage.s3 import S3Store
 
 VN_KEY = "hồ-sơ/tờ khai.pdf"
@@ -324,7 +325,8 @@ def test_s3_unreachable_endpoint(caplog: pytest.LogCaptureFixture) -> None:
             with pytest.raises(StorageError) as excinfo:
                 call()
             msg = str(excinfo.value)
-            assert msg.startswith(f"cannot reach S3 endpoint 127.0.0.1:{port}: "), msg
+            assert msg.startswith(f"cannot reach S3 endpoint 127.0.0.1:{port} for s3://bucket-z/p: "), msg
+            assert isinstance(excinfo.value, StorageUnavailable) and excinfo.value.store == "s3://bucket-z/p"
             assert "refused" in msg.lower(), msg
             assert "sup3r-s3cret-value" not in msg and "AKIAUNREACHABLE" not in msg
             assert "\n" not in msg and "object at 0x" not in msg
@@ -411,3 +413,21 @@ class socket_closed_port:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_s3_timeouts_and_retries_are_settings_with_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SOHOA_S3_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S, _RETRIES and _BACKOFF_S reach the client's pool; give_up_s is
+    the longest one request can take (the defaults: 4 tries of 5 + 60 s and backoffs of 0, 1, 2 s)."""
+    assert S3Settings().give_up_s == 4 * 65 + 3
+    for name, value in {"CONNECT_TIMEOUT_S": "2", "READ_TIMEOUT_S": "7.5", "RETRIES": "1", "BACKOFF_S": "0.25"}.items():
+        monkeypatch.setenv(f"SOHOA_S3_{name}", value)
+    settings = S3Settings()
+    assert (settings.connect_timeout_s, settings.read_timeout_s, settings.retries, settings.backoff_s) == (2, 7.5, 1, 0.25)
+    assert settings.give_up_s == 2 * 9.5
+    pool = S3Store("s3://bucket-t/p", settings)._client._http
+    timeout = pool.connection_pool_kw["timeout"]
+    assert (timeout.connect_timeout, timeout.read_timeout) == (2, 7.5)
+    assert pool.connection_pool_kw["retries"].total == 1
+    monkeypatch.setenv("SOHOA_S3_READ_TIMEOUT_S", "0")
+    with pytest.raises(ValueError):
+        S3Settings()

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from sohoa.domain import identifiers, layout
 from sohoa.kernel.models import ClassifyResult, Manifest, Status
@@ -273,20 +273,63 @@ def usable(path: Path, store_url: str) -> bool:
     return row is None or row[0] == store_url
 
 
-def _load(store: Store, key: str) -> Manifest | None:
-    """The manifest at ``key``; None (logged) for one that is gone or is not a manifest."""
+class Unreadable(BaseModel):
+    """An archived object that cannot be read: a ``manifest.json`` (truncated, not JSON, not a manifest), or
+    a quarantine ``reason.json`` (the report reads those too).
+
+    One such file made the report, training, reprocess and the index fail for the whole archive; each of
+    them now skips it and says so (``line``), and ``sohoa check`` finds what is wrong with that dossier."""
+
+    key: str
+    reason: str
+
+    @property
+    def line(self) -> str:
+        return f"skipped unreadable {self.key}: {self.reason}"
+
+
+def unreadable(key: str, exc: ValueError) -> Unreadable:
+    """What could not be read at ``key``, logged, in one line: pydantic's first error without its input (a
+    manifest may be megabytes), else the error's first line."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        reason = f"{where}: {first['msg']}" if where else first["msg"]
+    else:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    found = Unreadable(key=key, reason=reason)
+    log.warning("%s", found.line)
+    return found
+
+
+def read_manifest(store: Store, key: str) -> Manifest | Unreadable | None:
+    """The manifest at ``key``; Unreadable (logged) for one that is not a manifest; None for one that is gone.
+
+    A store that cannot be read (StorageError) is raised: that is not one bad dossier but the whole archive."""
     try:
         return Manifest.model_validate_json(store.get_bytes(key))
     except ObjectNotFound:
         return None
     except ValueError as exc:
-        log.warning("skipping %s: not a manifest (%s)", key, str(exc).splitlines()[0])
-        return None
+        return unreadable(key, exc)
 
 
-def rebuild(store: Store, path: str | os.PathLike[str]) -> int:
+def archived_manifests(store: Store, skipped: list[Unreadable] | None = None) -> Iterator[tuple[str, Manifest]]:
+    """(key, manifest) of every complete archive, one listing, read one at a time; each unreadable one is
+    appended to ``skipped`` (and logged) instead of stopping the caller."""
+    for key in layout.manifest_keys(store):
+        manifest = read_manifest(store, key)
+        if isinstance(manifest, Unreadable):
+            if skipped is not None:
+                skipped.append(manifest)
+        elif manifest is not None:
+            yield key, manifest
+
+
+def rebuild(store: Store, path: str | os.PathLike[str], skipped: list[Unreadable] | None = None) -> int:
     """Build the index from the archive's manifests alone, into a temporary file renamed over ``path``
-    at the end (readers never see a half-built index); returns the number of dossiers indexed."""
+    at the end (readers never see a half-built index); returns the number of dossiers indexed. Unreadable
+    manifests are left out (appended to ``skipped``, logged)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -294,10 +337,8 @@ def rebuild(store: Store, path: str | os.PathLike[str]) -> int:
         with open_index(temporary) as index:
             index._db.execute("PRAGMA synchronous = OFF")  # a crash loses only the temporary file
             index._db.execute("INSERT INTO meta VALUES ('store_url', ?)", (store.url,))
-            for key in layout.manifest_keys(store):
-                manifest = _load(store, key)
-                if manifest is not None:
-                    index.record(manifest, key, store.url)
+            for key, manifest in archived_manifests(store, skipped):
+                index.record(manifest, key, store.url)
             count = index._db.execute("SELECT count(*) FROM dossiers").fetchone()[0]
         os.replace(temporary, path)
     finally:

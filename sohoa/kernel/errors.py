@@ -52,6 +52,8 @@ class ReasonCode(enum.StrEnum):
     too_many_pixels = "too_many_pixels"
     bad_name = "bad_name"
     unsafe_link = "unsafe_link"
+    too_complex = "too_complex"  # a page whose content or image inflates past the decompression limit (a bomb)
+    superseded = "superseded"  # an inbox drop written over before its run read it: the new version is a drop of its own
     # failures: the input is fine, the system could not process it
     engine_missing = "engine_missing"
     language_missing = "language_missing"
@@ -59,6 +61,9 @@ class ReasonCode(enum.StrEnum):
     engine_failed = "engine_failed"
     processing_failed = "processing_failed"  # any other failure (storage, orchestrator, a bug)
     no_space = "no_space"  # a full disk: free space and run again
+    storage_unavailable = "storage_unavailable"  # a store did not answer within its timeouts and retries
+    tampered_original = "tampered_original"  # an archived original no longer matches its recorded SHA-256
+    never_started = "never_started"  # an inbox drop whose flow run ended without running, after every resubmission
 
     @classmethod
     def of(cls, code: Any) -> ReasonCode:
@@ -80,6 +85,7 @@ REFUSALS = frozenset({  # the input is bad: InputRefused, exit 3
     ReasonCode.not_found, ReasonCode.empty_file, ReasonCode.unsupported_type, ReasonCode.extension_mismatch,
     ReasonCode.encrypted_pdf, ReasonCode.corrupt_file, ReasonCode.no_pages, ReasonCode.too_large,
     ReasonCode.too_many_pages, ReasonCode.too_many_pixels, ReasonCode.bad_name, ReasonCode.unsafe_link,
+    ReasonCode.too_complex, ReasonCode.superseded,
 })
 FAILURES = frozenset(ReasonCode) - REFUSALS  # the input is fine: a failed dossier, exit 4
 NO_SPACE = ReasonCode.no_space  # the code of a failure caused by a full disk: the input is fine, free space and run again

@@ -351,6 +351,7 @@ class Outcome(_Model):
 
     input: str
     status: Literal["passed", "needs_review", "rejected", "refused", "failed", "duplicate"]
+    archived_status: Status | None = Field(None, description="A duplicate's archived dossier: its status as it stands")
     dossier_id: str | None = None
     manifest: str | None = None
     pages: int | None = None

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_page_pixels: int = Field(200_000_000, description="Refuse pages with more pixels (decompression bombs)")
     max_render_pixels: int = Field(
         40_000_000, description="Rasterize oversized PDF pages (posters, drawings) at a lower DPI to stay under this")
+    max_content_bytes: int = Field(
+        64 << 20, ge=1 << 16, description="Refuse a PDF page whose drawing instructions inflate past this (too_complex)")
     # ocr
     ocr_engine: str = Field(
         "auto", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
@@ -99,6 +101,7 @@ class CaptureSettings(StepSettings):
     max_pages: int
     max_page_pixels: int
     max_render_pixels: int
+    max_content_bytes: int
 
 
 class OcrSettings(StepSettings):

@@ -172,6 +172,8 @@ class EnginePool:
         self._idle: queue.LifoQueue[Engine] = queue.LifoQueue()
         self._created = 0
         self._lock = threading.Lock()
+        self._closed = False
+        self._warming: threading.Thread | None = None
 
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:
@@ -179,7 +181,15 @@ class EnginePool:
         try:
             yield engine
         finally:
-            self._idle.put(engine)
+            self._give_back(engine)
+
+    def _give_back(self, engine: Engine) -> None:
+        """Back to the idle engines; ended at once when the pool has closed meanwhile (the process is exiting)."""
+        with self._lock:
+            if not self._closed:
+                self._idle.put(engine)
+                return
+        engine.close()
 
     def _take(self) -> Engine:
         try:
@@ -205,19 +215,28 @@ class EnginePool:
             with contextlib.suppress(Exception):  # a failure shows again, with its reason, on the first page
                 while True:
                     with self._lock:
-                        if self._created >= self.size:
+                        if self._created >= self.size or self._closed:
                             return
                         self._created += 1
                     try:
-                        self._idle.put(Engine(self.datapath, self.languages, self.psm))
+                        self._give_back(Engine(self.datapath, self.languages, self.psm))
                     except BaseException:
                         with self._lock:
                             self._created -= 1
                         raise
 
-        threading.Thread(target=load_all, name="sohoa-engine-warm-up", daemon=True).start()
+        self._warming = threading.Thread(target=load_all, name="sohoa-engine-warm-up", daemon=True)
+        self._warming.start()
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 0.0) -> None:
+        """End the idle engines, and those given back or loaded from now on. ``wait_s``: first let a warm-up that
+        is loading an engine finish (at exit: an engine the warm-up thread was loading when the process ended
+        was never ended, and the library printed ``WARNING! LEAK!`` for each of its models)."""
+        with self._lock:
+            self._closed = True
+        warming = self._warming
+        if wait_s and warming is not None and warming is not threading.current_thread():
+            warming.join(wait_s)
         while True:
             try:
                 self._idle.get_nowait().close()
@@ -243,7 +262,8 @@ def pool(datapath: Path, languages: str, psm: int, size: int) -> EnginePool:
 
 @atexit.register
 def _close_pools() -> None:
-    """End idle engines before the library unloads (it reports loaded models as leaks otherwise)."""
+    """End every engine before the library unloads (it reports loaded models as leaks otherwise), waiting up to
+    30 s for one being loaded (a load takes under a second; measured: 0.3 s for ``vie``)."""
     with _POOLS_LOCK:
         for each in _POOLS.values():
-            each.close()
+            each.close(wait_s=30.0)

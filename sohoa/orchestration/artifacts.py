@@ -1,9 +1,9 @@
 """What operators see of a dossier in the Prefect UI: tables of documents and checks, thumbnails of
 the pages that need a person, and OCR progress of long dossiers.
 
-Thumbnails are small JPEGs kept in the work store (``thumbs/``); on S3 the artifact links to
-them with presigned URLs that expire (``SOHOA_LINK_EXPIRES_S``, one hour by default), on a local
-store they are embedded in the artifact. Artifact keys are derived from the dossier id.
+Thumbnails are small JPEGs kept in the work store (``thumbs/``) and embedded in the artifact, bounded
+in size: nothing persisted in Prefect links to a store, so no credential or signature is ever stored
+there. Artifact keys are derived from the dossier id.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from sohoa.kernel.settings import Settings
 from sohoa.services import attention
 from sohoa.storage import ObjectNotFound, Store
 
-THUMB_WIDTH = 360
+THUMB_WIDTH = 240
+#: The most bytes of one thumbnail. Artifacts are stored in the Prefect database for as long as it keeps
+#: them, so each is bounded: at most attention.MAX_PAGES (12) thumbnails of at most 24 KiB, about 400 KB of
+#: base64 per dossier. At 240 px and quality 60 a generated A4 scan measured 5-9 KB; RGB noise needs the lower qualities.
+THUMB_MAX_BYTES = 24 * 1024
+_QUALITIES = (60, 45, 30, 20)
 PROGRESS_FROM_PAGES = 10  # a progress artifact for dossiers at least this long
 
 
@@ -30,19 +35,37 @@ def artifact_key(dossier_id: str, what: str) -> str:
     return f"{re.sub(r'[^a-z0-9]+', '-', dossier_id.lower()).strip('-')}-{what}"[:120]
 
 
-def thumbnail_link(capture: CaptureResult, n: int, work: Store, expires_s: int) -> str:
+def _jpeg(page_image: bytes) -> bytes:
+    """A thumbnail of at most THUMB_MAX_BYTES: lower quality, then half the size, until it fits."""
+    with Image.open(io.BytesIO(page_image)) as image:
+        image = image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
+    width = THUMB_WIDTH
+    while True:
+        small = image.copy()
+        small.thumbnail((width, width * 2))
+        for quality in _QUALITIES:
+            buffer = io.BytesIO()
+            small.save(buffer, "JPEG", quality=quality)
+            if buffer.tell() <= THUMB_MAX_BYTES or width <= 32:
+                return buffer.getvalue()
+        width //= 2
+
+
+def thumbnail_uri(capture: CaptureResult, n: int, work: Store) -> str:
+    """The page's thumbnail as a ``data:`` URI, kept in the work store (``thumbs/``) to be made once.
+
+    Embedded, never linked: a presigned S3 link put the access key (X-Amz-Credential) and a signature into
+    the Prefect database, which keeps artifacts long after the link expired."""
     page = next(p for p in capture.pages if p.n == n)
-    key = f"thumbs/{page.sha256}.jpg"
+    key = f"thumbs/{page.sha256}-w{THUMB_WIDTH}.jpg"
     try:
         data = work.get_bytes(key)
     except ObjectNotFound:
-        with Image.open(io.BytesIO(work.get_bytes(page.key))) as image:
-            image.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 2))
-            buffer = io.BytesIO()
-            image.convert("L" if image.mode in ("1", "L", "LA") else "RGB").save(buffer, "JPEG", quality=70)
-            data = buffer.getvalue()
+        data = b""
+    if not data or len(data) > THUMB_MAX_BYTES:  # none yet, or not one this module made
+        data = _jpeg(work.get_bytes(page.key))
         work.put_bytes(key, data, content_type="image/jpeg")
-    return work.share_url(key, expires_s) or "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 def _check_row(check: Check) -> dict[str, str]:
@@ -75,7 +98,7 @@ def attention_markdown(manifest: Manifest, capture: CaptureResult, pages: list[i
     lines += ["", "## Pages to look at / Trang cần xem", ""]
     for n in pages:
         page = typed[n]
-        link = thumbnail_link(capture, n, work, settings.link_expires_s)
+        link = thumbnail_uri(capture, n, work)
         lines += [f"**Page {n}**: {page.type or '?'} ({(page.type_confidence or 0):.2f}), OCR {page.ocr_confidence:.0f}, "
                   f"{', '.join(page.evidence)}", "", f"![page {n}]({link})", ""]
     return "\n".join(lines)

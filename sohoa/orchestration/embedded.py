@@ -9,6 +9,12 @@ services that only feed a UI nobody sees in a one-shot run are turned off: each 
 SQLite writer, and their writes made flow-run creation fail with "database is locked" (HTTP
 503) and the client sleep 2 s before retrying.
 
+The server runs in a session of its own, so a Ctrl-C at the terminal (SIGINT to the foreground
+process group) reaches the CLI only: Prefect in the CLI still reaches it to mark the run Crashed, and
+the CLI stops it last. It is never orphaned: its standard input is a pipe from the CLI, and a thread of the
+server (``python -m sohoa.orchestration.embedded``) ends it when that pipe closes, which the
+kernel does when the CLI exits in any way, SIGKILL included.
+
 This module must not import Prefect.
 """
 
@@ -16,10 +22,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.request
@@ -27,6 +35,8 @@ from pathlib import Path
 
 SERVICES_OFF = ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "TRIGGERS")  # TRIGGERS also stops actions
 PORT_IN_USE = 3  # uvicorn's exit code when it cannot bind
+LOG_ENV = "SOHOA_EMBEDDED_SERVER_LOG"  # the server's log file, removed by the server when the CLI could not
+SHUTDOWN_S = 5.0  # the server's own graceful shutdown after the CLI is gone, before it exits regardless
 
 
 def configured_api_url() -> str | None:
@@ -57,6 +67,7 @@ class EmbeddedServer:
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen[bytes] | None = None
         self.log: Path | None = None
+        self._at_exit = False
 
     def start(self) -> EmbeddedServer:
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -64,12 +75,15 @@ class EmbeddedServer:
             env.setdefault(f"PREFECT_SERVER_SERVICES_{service}_ENABLED", "false")
         handle, name = tempfile.mkstemp(prefix="prefect-server-", suffix=".log")  # a file: a pipe could fill and block it
         self.log = Path(name)
+        env[LOG_ENV] = name
         with os.fdopen(handle, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                [sys.executable, "-m", __name__, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
                  "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        atexit.register(self.stop)
+                env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not self._at_exit:
+            atexit.register(self.stop)
+            self._at_exit = True
         os.environ["PREFECT_API_URL"] = self.api_url  # read by Prefect when it is imported, later
         return self
 
@@ -105,10 +119,13 @@ class EmbeddedServer:
         code = self.process.returncode if self.process else None
         return text.splitlines()[-1] if text else f"exit code {code}"
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the pipe the server watches and terminate it; killed if still there after ``timeout``."""
         process, self.process = self.process, None
         if process is not None:
-            stop_process(process)
+            if process.stdin:
+                process.stdin.close()
+            stop_process(process, timeout)
         if self.log is not None:
             self.log.unlink(missing_ok=True)
             self.log = None
@@ -123,3 +140,27 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def serve(uvicorn_args: list[str]) -> None:
+    """The server process: uvicorn's command, and a watch on the pipe from the CLI."""
+    threading.Thread(target=_exit_with_parent, name="sohoa-parent-watch", daemon=True).start()
+    from uvicorn.main import main as uvicorn_main
+
+    uvicorn_main.main(args=uvicorn_args, prog_name="uvicorn")
+
+
+def _exit_with_parent() -> None:
+    """At end of file on stdin (every copy of the CLI's end is closed: it stopped us, or it died), shut down
+    as SIGTERM does (uvicorn's graceful shutdown), and exit regardless after SHUTDOWN_S."""
+    while sys.stdin.buffer.read(1 << 16):
+        pass
+    if os.environ.get(LOG_ENV):
+        Path(os.environ[LOG_ENV]).unlink(missing_ok=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(SHUTDOWN_S)
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1:])

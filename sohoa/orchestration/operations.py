@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from logging import Logger, LoggerAdapter
 from pathlib import Path
 from typing import Literal
 
@@ -10,13 +11,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed, State
 
-from sohoa.kernel.models import Outcome
+from sohoa.domain.index import Unreadable
+from sohoa.kernel.models import Manifest, Outcome
 from sohoa.kernel.settings import Settings
 from sohoa.orchestration.process import dossier_task, outcome_of
 from sohoa.services import check as checking
 from sohoa.services import report as reporting
 from sohoa.services import reprocess as reprocessing
-from sohoa.storage import open_store
+from sohoa.services.quarantine import failed
+from sohoa.storage import Store, open_store
 
 
 @flow(name="reprocess", log_prints=False)
@@ -40,14 +43,40 @@ def reprocess(dossier_ids: list[str] | None = None, prefix: str | None = None, s
     """
     settings = Settings(**({"archive": archive} if archive else {}))
     store = open_store(settings.archive)
-    chosen = reprocessing.select(store, dossier_ids, prefix, since, until)
+    skipped: list[Unreadable] = []
+    chosen = reprocessing.select(store, dossier_ids, prefix, since, until, skipped=skipped)
+    _log_skipped(skipped)
     refresh = reprocessing.refresh_for(from_step, force)
     get_run_logger().info("reprocessing %d dossier(s)%s", len(chosen), f" from {refresh[0]}" if refresh else "")
     with tempfile.TemporaryDirectory(prefix="sohoa-reprocess-") as tmp:
-        sources = [str(reprocessing.original(store, m, Path(tmp) / str(i))) for i, m in enumerate(chosen)]
-        procedures = [reprocessing.procedure_for(m) for m in chosen]
-        futures = [dossier_task.submit(s, archive, p, refresh) for s, p in zip(sources, procedures)]
-        return [outcome_of(s, f) for s, f in zip(sources, futures)]
+        sources = originals(store, chosen, Path(tmp), get_run_logger())
+        futures = {i: dossier_task.submit(s, archive, reprocessing.procedure_for(m), refresh)
+                   for i, (m, s) in enumerate(zip(chosen, sources)) if isinstance(s, str)}
+        return [outcome_of(s, futures[i]) if isinstance(s, str) else s for i, s in enumerate(sources)]
+
+
+def originals(store: Store, chosen: list[Manifest], folder: Path, log: Logger | LoggerAdapter) -> list[str | Outcome]:
+    """Each dossier's verified original (its path), or the ``failed`` outcome (tampered_original) of one whose
+    archived bytes changed: every original is fetched before any dossier runs, so one tampered original must
+    not stop the others. Nothing is written for a tampered one; ``sohoa check`` lists it."""
+    got: list[str | Outcome] = []
+    for i, manifest in enumerate(chosen):
+        try:
+            got.append(str(reprocessing.original(store, manifest, folder / str(i))))
+        except reprocessing.TamperedOriginal as exc:
+            log.error("%s", exc.message)
+            got.append(failed(manifest.source.name, exc).model_copy(update={"dossier_id": manifest.dossier_id}))
+    return got
+
+
+def _log_skipped(skipped: list[Unreadable], shown: int = 5) -> None:
+    """One warning on the run's log naming the archived files left out because they cannot be read. Each was
+    also logged by ``sohoa.reuse`` as it was skipped, which reaches the run's log only where Prefect takes the
+    ``sohoa`` loggers (the sohoa worker); this line is there either way, and short however many there are."""
+    if skipped:
+        more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+        get_run_logger().warning("left out %d archived file(s) that cannot be read: %s%s (sohoa check says what is wrong)",
+                                 len(skipped), ", ".join(u.key for u in skipped[:shown]), more)
 
 
 @flow(name="digitization-report", log_prints=False)
@@ -67,7 +96,9 @@ def digitization_report(archive: str | None = None, inbox: str | None = None,
     """
     settings = Settings(**({"archive": archive} if archive else {}))
     store = open_store(settings.archive)
-    rows = reporting.build(store, open_store(inbox) if inbox else None, period, since, until)
+    skipped: list[Unreadable] = []
+    rows = reporting.build(store, open_store(inbox) if inbox else None, period, since, until, skipped=skipped)
+    _log_skipped(skipped)
     csv_key, json_key = reporting.save(store, rows, period)
     table = [r.model_dump() for r in [*rows, reporting.totals(rows)]]
     create_table_artifact(table, key="digitization-report",

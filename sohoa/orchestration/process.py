@@ -18,6 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.transactions import CommitMode, transaction
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
@@ -61,8 +62,11 @@ class PrefectCache:
         step_task = _TASKS[name]
         if key is not None:
             step_task = step_task.with_options(result_storage=self.storage, refresh_cache=refresh or None)
-        # quote(): step results are plain data, not futures; skip Prefect's walk over every OCR word
-        state = step_task(quote(compute), key=key or "", return_state=True)
+        # quote(): step results are plain data, not futures; skip Prefect's walk over every OCR word. EAGER: the
+        # result is written when the step ends. Inside a task (a batch's dossier) Prefect would stage it until that
+        # task ends, and lose it if the dossier failed or the run was interrupted: its rerun would start again.
+        with transaction(commit_mode=CommitMode.EAGER):
+            state = step_task(quote(compute), key=key or "", return_state=True)
         return state.result(), state.name == "Cached"
 
 

@@ -12,8 +12,9 @@ adding or changing a step is one row here and the step's own module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -25,6 +26,7 @@ from sohoa.kernel.models import (
     CaptureResult,
     ClassifyResult,
     Intake,
+    Manifest,
     OcrResult,
     Outcome,
     Refusal,
@@ -35,7 +37,7 @@ from sohoa.kernel.models import (
 from sohoa.kernel.settings import Settings
 from sohoa.steps import archive, capture, classify, verify
 from sohoa.steps import ocr as engine
-from sohoa.storage import Store
+from sohoa.storage import ObjectNotFound, Store
 
 STEPS = ("capture", "ocr", "classify", "verify", "archive")
 
@@ -155,12 +157,30 @@ class Admission:
     earlier: archive.ArchivedSource | None
     model: ModelRef | None = None  # the trained classifier the classify step uses with the rules
 
+    def looked_up(self, store: Store, refresh: bool) -> Admission:
+        """The archive of this content made by these steps, looked up in the archive's index now (another run may
+        have archived it since this input was admitted); none for a ``refresh``, which processes it again."""
+        earlier = None if refresh else archive.find_archived(store, self.info.sha256, self.steps["verify"].key)
+        return replace(self, earlier=earlier)
+
     def duplicate(self, source: str, store: Store, duration_s: float) -> Outcome | None:
-        """The outcome of an input already archived with these steps and settings (None if it is not)."""
+        """The outcome of an input already archived with these steps and settings (None if it is not): what the
+        archived dossier is now (status, pages, documents), so the caller need not look it up. An archive whose
+        manifest cannot be read is still this input's: a duplicate without those (``sohoa check`` tells why)."""
         if self.earlier is None:
             return None
-        return Outcome(input=source, status="duplicate", dossier_id=self.earlier.dossier_id,
-                       manifest=store.url_for(self.earlier.manifest_key), duration_s=duration_s)
+        outcome = Outcome(input=source, status="duplicate", dossier_id=self.earlier.dossier_id,
+                          manifest=store.url_for(self.earlier.manifest_key), duration_s=duration_s)
+        try:
+            manifest = Manifest.model_validate_json(store.get_bytes(self.earlier.manifest_key))
+        except (ObjectNotFound, ValueError):
+            return outcome
+        return outcome.model_copy(update={"archived_status": manifest.status, **contents(manifest)})
+
+
+def contents(manifest: Manifest) -> dict[str, Any]:
+    """What an outcome says of an archived dossier besides its status: its pages and its documents' types."""
+    return {"pages": len(manifest.pages), "documents": [d.type for d in manifest.documents]}
 
 
 def admit(path: Path, settings: Settings, procedure: str | None, store: Store, refresh: bool) -> Admission:
@@ -171,9 +191,7 @@ def admit(path: Path, settings: Settings, procedure: str | None, store: Store, r
     """
     info = capture.describe_source(path, settings)
     model = classifier_model(store, settings)
-    steps = plan(info, settings, procedure, model)
-    earlier = None if refresh else archive.find_archived(store, info.sha256, steps["verify"].key)
-    return Admission(info=info, steps=steps, earlier=earlier, model=model)
+    return Admission(info=info, steps=plan(info, settings, procedure, model), earlier=None, model=model).looked_up(store, refresh)
 
 
 def classifier_model(store: Store, settings: Settings) -> ModelRef | None:

@@ -15,12 +15,15 @@ import io
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
 
+from sohoa.domain import index as reuse_index
 from sohoa.domain import layout
+from sohoa.domain.index import Unreadable
 from sohoa.kernel.models import Manifest
 from sohoa.services import inbox as inboxes
 from sohoa.services.quarantine import QuarantineReason
@@ -64,13 +67,29 @@ def _seconds(start: str | None, end: str) -> float | None:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def manifests(store: Store) -> list[Manifest]:
-    return [Manifest.model_validate_json(store.get_bytes(key)) for key in layout.manifest_keys(store)]
+def manifests(store: Store, skipped: list[Unreadable] | None = None) -> list[Manifest]:
+    """Every archived manifest that can be read; the others are appended to ``skipped`` (reuse_index.Unreadable)."""
+    return [manifest for _, manifest in reuse_index.archived_manifests(store, skipped)]
+
+
+def _reasons(archive: Store, skipped: list[Unreadable] | None) -> Iterator[QuarantineReason]:
+    """The quarantine's reason objects; one that cannot be read is skipped like an unreadable manifest."""
+    for info in archive.list("quarantine/"):
+        if info.key.endswith("/reason.json"):
+            try:
+                yield QuarantineReason.model_validate_json(archive.get_bytes(info.key))
+            except ValueError as exc:
+                found = reuse_index.unreadable(info.key, exc)
+                if skipped is not None:
+                    skipped.append(found)
 
 
 def build(archive: Store, inbox: Store | None = None, period: Period = "month", since: str | None = None,
-          until: str | None = None) -> list[ReportRow]:
-    """The report's rows, sorted; ``since``/``until`` (ISO dates, inclusive) filter by the time of intake."""
+          until: str | None = None, skipped: list[Unreadable] | None = None) -> list[ReportRow]:
+    """The report's rows, sorted; ``since``/``until`` (ISO dates, inclusive) filter by the time of intake.
+
+    A manifest (or quarantine reason) that cannot be read is left out of the rows and appended to ``skipped``
+    (key and one-line reason) for the caller to list: one truncated file no longer fails the whole report."""
     rows: dict[tuple[str, str, str, str], ReportRow] = {}
     waits: dict[tuple, list[float]] = defaultdict(list)
 
@@ -81,7 +100,7 @@ def build(archive: Store, inbox: Store | None = None, period: Period = "month", 
         key = (agency, station, procedure or UNKNOWN, period_of(when, period))
         return rows.setdefault(key, ReportRow(agency=key[0], station=key[1], procedure=key[2], period=key[3]))
 
-    archived: dict[str, Manifest] = {m.dossier_id: m for m in manifests(archive)}
+    archived: dict[str, Manifest] = {m.dossier_id: m for m in manifests(archive, skipped)}
     for manifest in archived.values():
         intake = manifest.intake
         when = (intake.dropped_at if intake else None) or manifest.created_at
@@ -106,14 +125,12 @@ def build(archive: Store, inbox: Store | None = None, period: Period = "month", 
             target.received += 1
             setattr(target, counted[outcome.status], getattr(target, counted[outcome.status]) + 1)
     if inbox is None:  # refusals of inputs given directly (an inbox's refusals are in its outcomes)
-        for info in archive.list("quarantine/"):
-            if info.key.endswith("/reason.json"):
-                reason = QuarantineReason.model_validate_json(archive.get_bytes(info.key))
-                target = row(UNKNOWN, UNKNOWN, None, reason.at)
-                if target is not None:
-                    target.received += 1
-                    target.refused += 1 if reason.step == "capture" else 0
-                    target.failed += 0 if reason.step == "capture" else 1
+        for reason in _reasons(archive, skipped):
+            target = row(UNKNOWN, UNKNOWN, None, reason.at)
+            if target is not None:
+                target.received += 1
+                target.refused += 1 if reason.step == "capture" else 0
+                target.failed += 0 if reason.step == "capture" else 1
     for key, values in waits.items():
         rows[key].median_drop_to_archive_s = round(statistics.median(values), 1)
     return [rows[k] for k in sorted(rows)]

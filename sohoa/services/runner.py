@@ -34,9 +34,10 @@ from sohoa.kernel.models import (
     StepRecord,
 )
 from sohoa.kernel.settings import Settings
-from sohoa.services import review, review_queue
-from sohoa.services.plan import TABLE, Admission, Planning, Step, StepContext, admit, from_first, plan
-from sohoa.services.quarantine import quarantine, refuse
+from sohoa.services import claims, review, review_queue
+from sohoa.services.claims import ClaimSettings, ClaimTimeout
+from sohoa.services.plan import TABLE, Admission, Planning, Step, StepContext, admit, contents, from_first, plan
+from sohoa.services.quarantine import MAX_COPY_BYTES, quarantine, refuse_or_fail
 from sohoa.services.results import WorkStoreCache
 from sohoa.steps import archive as archiving
 from sohoa.steps import capture as capturing
@@ -95,34 +96,63 @@ class RunContext:
     intake: Intake | None = None
     on_archived: Callable[[ArchiveResult], None] | None = None  # once the archive is written and verified
     hooks: Hooks = field(default_factory=Hooks)
+    claims: ClaimSettings = field(default_factory=ClaimSettings)  # lease and wait of the claim on the input's content
 
 
 def run_dossier(source: str, context: RunContext, cache: StepCache | None = None,
                 refresh: list[str] | None = None) -> Outcome:
     """One dossier from input to archive (or quarantine), then its review; raises after quarantining on failure.
 
+    Content that is not archived yet is processed under a claim on its SHA-256 (sohoa/services/claims.py), held
+    until the archive is written and verified (or the input refused or failed): a second run of the same bytes,
+    from any process or machine, waits for it and then reports a duplicate of its archive.
+
     ``refresh`` names steps to recompute (each refreshes the steps after it); ValueError for an unknown one."""
     started, settings, path, log = time.perf_counter(), context.settings, Path(source), context.hooks.log
     fresh = from_first(refresh)
     work, store = _ready(settings)
     info: SourceInfo | None = None
+    cache = cache or WorkStoreCache(work)
     try:
         admission = admit(path, settings, context.procedure, store, refresh=bool(refresh))
         info = admission.info
-        duplicate = admission.duplicate(source, store, _since(started))
-        pending = duplicate is not None and review_pending(duplicate, context, store)
-        if duplicate and not pending:
+        duplicate, archived = _already(admission, source, context, store, started)
+        if duplicate is None and archived is None:
+            with claims.take(store, info.sha256, claims.holder(context.hooks.flow_run_id()), context.claims, log):
+                # the run that held the claim before (waited for, or just finished) may have archived the content
+                admission = admission.looked_up(store, refresh=bool(refresh))
+                duplicate, archived = _already(admission, source, context, store, started)
+                if duplicate is None and archived is None:
+                    done = run_steps(path, admission, context, (work, store), cache, fresh)
+        if duplicate is not None:
             log.info("%s is already archived as %s with these settings: not processed again", path.name, duplicate.dossier_id)
             return duplicate
-        archived = _current(store, admission.earlier) if pending and admission.earlier else None
-        done = run_steps(path, admission, context, (work, store), cache or WorkStoreCache(work), fresh, archived)
+        if archived is not None:
+            done = run_steps(path, admission, context, (work, store), cache, fresh, archived)
+    except ClaimTimeout:
+        raise  # the input is fine and another run is processing it: nothing to quarantine
     except InputRefused as refusal:
         log.warning("refused %s: %s", path.name, refusal)
-        return refuse(store, path, refusal, sha256=info.sha256 if info else None, duration_s=_since(started))
+        outcome = refuse_or_fail(store, path, refusal, sha256=info.sha256 if info else None,
+                                 duration_s=_since(started), max_copy_bytes=settings.max_input_bytes)
+        if outcome.status == "failed":
+            log.error("%s: %s", path.name, outcome.reason.message if outcome.reason else "not quarantined")
+        return outcome
     except Exception as exc:
-        quarantine_failure(store, path, exc, info, log)
+        quarantine_failure(store, path, exc, info, log, max_copy_bytes=settings.max_input_bytes)
         raise
     return _outcome(source, _after_archive(done, source, context), started)
+
+
+def _already(admission: Admission, source: str, context: RunContext, store: Store,
+             started: float) -> tuple[Outcome | None, ArchiveResult | None]:
+    """A duplicate to report, or the archive whose review this run settles, or neither: the content is to process."""
+    duplicate = admission.duplicate(source, store, _since(started))
+    if duplicate is None:
+        return None, None
+    if admission.earlier is not None and review_pending(duplicate, context, store):
+        return None, _current(store, admission.earlier)
+    return duplicate, None
 
 
 def _ready(settings: Settings) -> tuple[Store, Store]:
@@ -238,7 +268,7 @@ def _outcome(source: str, archived: ArchiveResult, started: float) -> Outcome:
     manifest = archived.manifest
     return Outcome(
         input=source, status=manifest.status, dossier_id=archived.dossier_id, manifest=archived.manifest_url,
-        pages=len(manifest.pages), documents=[d.type for d in manifest.documents],
+        **contents(manifest),
         cached_steps=[name for name, record in manifest.steps.items() if record.cached], duration_s=_since(started),
     )
 
@@ -251,11 +281,13 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     return reason_code(exc), f"{type(exc).__name__}: {exc}"[:500]
 
 
-def quarantine_failure(store: Store, path: Path, exc: Exception, info: SourceInfo | None, log: Any = _log) -> None:
+def quarantine_failure(store: Store, path: Path, exc: Exception, info: SourceInfo | None, log: Any = _log,
+                       max_copy_bytes: int = MAX_COPY_BYTES) -> None:
     """Keep a failed input beside a machine-readable reason; a storage outage may prevent even that."""
     try:
         code, message = failure_reason(exc)
-        quarantine(store, path, code=code, message=message, step="pipeline", sha256=info.sha256 if info else None)
+        quarantine(store, path, code=code, message=message, step="pipeline", sha256=info.sha256 if info else None,
+                   max_copy_bytes=max_copy_bytes)
     except Exception as second:  # the input stays where it was; say so in the log
         log.error("could not quarantine %s: %s", path.name, second)
 

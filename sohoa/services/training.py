@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from sohoa.domain import index as reuse_index
 from sohoa.domain import layout
 from sohoa.domain import model as classifier
+from sohoa.domain.index import Unreadable
 from sohoa.domain.catalog import taxonomy
 from sohoa.kernel.models import Manifest
 from sohoa.kernel.settings import Settings
@@ -25,15 +27,23 @@ class Harvest(BaseModel):
     dossiers: int
     reviewed_documents: int
     skipped_types: dict[str, int]  # reviewed with a type the taxonomy no longer has
+    unreadable: list[Unreadable] = []  # manifests that cannot be read: left out, each logged
 
 
 def harvest(store: Store, codes: set[str], progress: Callable[[str], None] = lambda _: None) -> Harvest:
     examples: list[classifier.Example] = []
     dossiers = reviewed = 0
     skipped: dict[str, int] = {}
+    unreadable: list[Unreadable] = []
     keys = layout.manifest_keys(store)
     for count, key in enumerate(keys, start=1):
-        manifest = Manifest.model_validate_json(store.get_bytes(key))
+        manifest = reuse_index.read_manifest(store, key)
+        if count % 500 == 0:
+            progress(f"read {count}/{len(keys)} manifests")
+        if isinstance(manifest, Unreadable):  # logged as a warning (on stderr from the CLI)
+            unreadable.append(manifest)
+        if not isinstance(manifest, Manifest):
+            continue
         texts = {page.n: page.text for page in manifest.pages if not page.blank}
         documents = [d for d in manifest.documents if d.review is not None]
         dossiers += bool(documents)
@@ -44,9 +54,8 @@ def harvest(store: Store, codes: set[str], progress: Callable[[str], None] = lam
             reviewed += 1
             examples += [classifier.Example(text=texts[n], label=document.type, dossier=manifest.dossier_id)
                          for n in document.pages if texts.get(n, "").strip()]
-        if count % 500 == 0:
-            progress(f"read {count}/{len(keys)} manifests")
-    return Harvest(examples=examples, dossiers=dossiers, reviewed_documents=reviewed, skipped_types=skipped)
+    return Harvest(examples=examples, dossiers=dossiers, reviewed_documents=reviewed, skipped_types=skipped,
+                   unreadable=unreadable)
 
 
 def train(store: Store, settings: Settings, progress: Callable[[str], None] = lambda _: None

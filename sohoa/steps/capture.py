@@ -10,8 +10,10 @@ Page images go to the work store content-addressed, so later steps (in any proce
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,10 +28,12 @@ from sohoa.kernel.keys import sha256_bytes, sha256_file, step_key
 from sohoa.kernel.models import CaptureResult, PageImage, SourceInfo
 from sohoa.kernel.settings import CaptureSettings, Settings
 from sohoa.ocr import imaging, pdftoppm
+from sohoa.ocr import pdf as pdf_streams
 from sohoa.ocr.normalize import OCR_DPI, UPSCALE_BELOW_DPI
 from sohoa.storage import Store
 
-VERSION = "5"  # 2: text direction (sideways) measured; 3: square pixels; 4: masked images rendered; 5: OCR copy limits
+VERSION = "6"  # 2: text direction (sideways) measured; 3: square pixels; 4: masked images rendered; 5: OCR copy limits;
+# 6: decompression limits (page count first, content inflation, image data)
 A4_LONG_SIDE_IN = 11.69
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif"}
 EXTENSIONS = {"application/pdf": ".pdf", **IMAGE_TYPES}
@@ -38,6 +42,7 @@ NAME_EXTENSIONS = {".pdf": "application/pdf", ".jpg": "image/jpeg", ".jpeg": "im
 JUNK_FILES = {"thumbs.db", "desktop.ini"}
 MAX_OCR_SIDE = 32767  # tesseract reads no image wider or taller ("Image too large")
 DESKEW_GROWTH = 1.1  # straightening by up to 5 degrees grows the OCR copy's canvas by up to 9%
+NATIVE_CONTENT_BYTES = 4096  # "draw one image" takes about 40 bytes: a longer content stream is rendered, never parsed
 
 
 def key_settings(settings: Settings) -> dict:
@@ -57,20 +62,20 @@ class RawPage:
 
 
 def sniff_media_type(path: Path) -> str:
-    """Media type from magic bytes; ``application/octet-stream`` when unknown."""
+    """Media type from magic bytes; ``application/octet-stream`` when unknown.
+
+    The magic at offset 0 first: a JPEG whose comment holds ``%PDF-`` is a JPEG. A PDF may start with up to
+    1 KB of junk before its header (readers accept it), so ``%PDF-`` counts anywhere in the first 1 KB."""
     with open(path, "rb") as stream:
         head = stream.read(1024)
-    if b"%PDF-" in head:
-        return "application/pdf"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    return "application/octet-stream"
+    for magic, media_type in MAGIC:
+        if head.startswith(magic):
+            return media_type
+    return "application/pdf" if b"%PDF-" in head else "application/octet-stream"
 
 
+MAGIC = ((b"%PDF-", "application/pdf"), (b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+         (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
 MAX_NAME_BYTES = 255
 
 
@@ -94,25 +99,83 @@ def check_name(path: Path) -> None:
 
 
 def describe_source(path: Path, settings: Settings) -> SourceInfo:
-    """Identify the input by content, refusing what cannot be a dossier before any work."""
+    """Identify the input by content, refusing what cannot be a dossier before any work: a link (never
+    followed), an empty or oversized input, an unsupported type, more pages than ``max_pages``
+    (``count_pages``, before any page is captured or the input hashed)."""
     check_name(path)
+    if path.is_symlink():
+        raise InputRefused("unsafe_link", f"the input {_display(path)} is a link: give the file itself")
     if not path.exists():
         raise InputRefused("not_found", f"input does not exist: {path.name}")
     if path.is_dir():
-        files = page_files(path)
-        hashes = [sha256_file(f) for f in files]
+        files = page_files(path, settings.max_pages)
         size = sum(f.stat().st_size for f in files)
         _check_size(size, settings)
+        count_pages(path, "inode/directory", settings, files)
         return SourceInfo(
-            name=path.name, sha256=sha256_bytes("\n".join(hashes).encode()), size=size,
-            media_type="inode/directory", files=[f.name for f in files],
+            name=path.name, sha256=folder_sha256(files), size=size, media_type="inode/directory",
+            files=[f.name for f in files],
         )
     size = path.stat().st_size
     if size == 0:
         raise InputRefused("empty_file", "the file is empty (0 bytes)")
     _check_size(size, settings)
     media_type = _supported_type(path)
+    count_pages(path, media_type, settings)
     return SourceInfo(name=path.name, sha256=sha256_file(path), size=size, media_type=media_type)
+
+
+def folder_sha256(files: list[Path]) -> str:
+    """A folder's identity: the SHA-256 of its page files' SHA-256s, one a line, in page order."""
+    return sha256_bytes("\n".join(sha256_file(f) for f in files).encode())
+
+
+def count_pages(path: Path, media_type: str, settings: Settings, files: list[Path] | None = None) -> int:
+    """The input's page count, cheaply and before capture: a folder's files (a TIFF among them by its frames),
+    a TIFF's frames by walking its directory chain (no pixel read), a PDF's page tree (pikepdf). InputRefused
+    ``too_many_pages`` past ``max_pages`` (counting stops there): a 10,000-frame TIFF was refused only after
+    2,000 pages were captured and stored; now before anything is written (tests/test_bombs.py)."""
+    limit = settings.max_pages
+    if media_type != "inode/directory":
+        total = _file_pages(path, media_type, limit + 1)
+    else:
+        total = 0
+        for file in files if files is not None else page_files(path, limit):
+            total += _file_pages(file, sniff_media_type(file), limit + 1 - total)
+            if total > limit:
+                break
+    if total > limit:
+        raise InputRefused("too_many_pages", f"more than {limit} pages (the limit)")
+    return total
+
+
+def _file_pages(path: Path, media_type: str, stop_at: int) -> int:
+    if media_type == "application/pdf":
+        with open_pdf(path) as pdf:
+            return len(pdf.pages)
+    if media_type == "image/tiff":
+        return tiff_frames(path, stop_at)
+    return 1  # JPEG, PNG (a phone's MPO: its first frame only)
+
+
+def tiff_frames(path: Path, stop_at: int) -> int:
+    """How many frames a (classic) TIFF holds, counted along its chain of image directories up to ``stop_at``:
+    a seek and 2 + 4 bytes per frame. A chain that loops is corrupt_file; one that points past the end of the
+    file ends there (capture then reads the frames before it, as PIL does)."""
+    with open(path, "rb") as stream:
+        order = "<" if stream.read(2) == b"II" else ">"
+        stream.seek(4)
+        offset, seen, size = struct.unpack(order + "I", stream.read(4))[0], set(), path.stat().st_size
+        while 0 < offset <= size - 2 and len(seen) < stop_at:
+            if offset in seen:
+                raise InputRefused("corrupt_file", f"{_display(path)}: its chain of TIFF frames loops")
+            seen.add(offset)
+            stream.seek(offset)
+            entries = struct.unpack(order + "H", stream.read(2))[0]
+            stream.seek(offset + 2 + 12 * entries)
+            after = stream.read(4)
+            offset = struct.unpack(order + "I", after)[0] if len(after) == 4 else 0
+    return len(seen)
 
 
 def _supported_type(path: Path, allowed: dict[str, str] = EXTENSIONS) -> str:
@@ -137,14 +200,22 @@ def _check_size(size: int, settings: Settings) -> None:
         raise InputRefused("too_large", f"input is {size} bytes; the limit is {settings.max_input_bytes}")
 
 
-def page_files(folder: Path) -> list[Path]:
+def folder_entries(folder: Path) -> list[Path]:
+    """What a folder holds besides hidden files and desktop litter (Thumbs.db, desktop.ini), in natural order."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name.lower() not in JUNK_FILES]
+    return natsorted(entries, key=lambda p: p.name)
+
+
+def page_files(folder: Path, max_pages: int | None = None) -> list[Path]:
     """Page files of a folder in natural order (page-2 before page-10).
 
-    Hidden files and desktop litter (Thumbs.db, desktop.ini) are not pages; anything else that
-    is not a page image is refused rather than skipped, so no page is ever silently dropped.
-    Links are refused: a link can point outside the folder the station wrote.
+    Anything that is not a page image is refused rather than skipped, so no page is ever silently
+    dropped. Links are refused: a link can point outside the folder the station wrote. More entries
+    than ``max_pages`` are refused before any is opened (a 3,000-image folder costs a listing).
     """
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name.lower() not in JUNK_FILES]
+    entries = folder_entries(folder)
+    if max_pages is not None and len(entries) > max_pages:
+        raise InputRefused("too_many_pages", f"the folder holds {len(entries)} files; the limit is {max_pages} pages")
     for entry in entries:
         check_name(entry)
         if entry.is_symlink():
@@ -156,7 +227,7 @@ def page_files(folder: Path) -> list[Path]:
         _supported_type(entry, IMAGE_TYPES)
     if not entries:
         raise InputRefused("no_pages", "the folder holds no page files")
-    return natsorted(entries, key=lambda p: p.name)
+    return entries
 
 
 def capture(path: Path, source: SourceInfo, store: Store, settings: Settings, key: str) -> CaptureResult:
@@ -226,7 +297,11 @@ def image_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
         raise
     except Image.DecompressionBombError as exc:
         raise InputRefused("too_many_pixels", f"{path.name}: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except ValueError as exc:
+        if "too large" in str(exc).lower():  # PIL stops inflating a PNG text or ICC chunk at 1 MB (a bomb)
+            raise InputRefused("too_complex", f"{path.name}: a chunk inflates past the limit ({exc})") from None
+        raise InputRefused("corrupt_file", f"{path.name}: image cannot be decoded ({exc})") from None
+    except (OSError, SyntaxError) as exc:
         raise InputRefused("corrupt_file", f"{path.name}: image cannot be decoded ({exc})") from None
 
 
@@ -300,7 +375,9 @@ def _check_pixels(width: int, height: int, settings: Settings, dpi: tuple[int, i
 # --- PDF ------------------------------------------------------------------------------------
 
 
-def pdf_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
+@contextlib.contextmanager
+def open_pdf(path: Path) -> Iterator[pikepdf.Pdf]:
+    """The PDF opened by pikepdf; InputRefused when it needs a password or cannot be read."""
     try:
         pdf = pikepdf.open(path)
     except pikepdf.PasswordError:
@@ -308,13 +385,38 @@ def pdf_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
     except (pikepdf.PdfError, OSError) as exc:
         raise InputRefused("corrupt_file", f"the PDF cannot be read ({_first_line(exc)})") from None
     with pdf:
+        yield pdf
+
+
+def pdf_pages(path: Path, settings: Settings) -> Iterator[RawPage]:
+    with open_pdf(path) as pdf:
         if len(pdf.pages) == 0:
             raise InputRefused("no_pages", "the PDF has no pages")
         if len(pdf.pages) > settings.max_pages:
             raise InputRefused("too_many_pages", f"{len(pdf.pages)} pages; the limit is {settings.max_pages}")
         for index, page in enumerate(pdf.pages):
-            native = _native_page(page, settings)
-            yield native if native is not None else _render_page(path, index + 1, page, settings)
+            weight = _weigh(path, index + 1, page, settings)
+            native = _native_page(page, settings) if weight.content_bytes <= NATIVE_CONTENT_BYTES else None
+            yield native if native is not None else _render_page(path, index + 1, page, weight, settings)
+
+
+def _weigh(path: Path, number: int, page: pikepdf.Page, settings: Settings) -> pdf_streams.PageWeight:
+    """Refuse a page that would inflate past the limits when decoded (sohoa/ocr/pdf.weigh_page): drawing
+    instructions past ``max_content_bytes`` or an image inflating past its pixels (too_complex), an image
+    past ``max_page_pixels`` (too_many_pixels)."""
+    try:
+        weight = pdf_streams.weigh_page(path, page, settings.max_content_bytes)
+    except (pikepdf.PdfError, ValueError, TypeError) as exc:
+        raise InputRefused("corrupt_file", f"page {number} cannot be read ({_first_line(exc)})") from None
+    if weight.content_bytes > settings.max_content_bytes:
+        raise InputRefused("too_complex", f"page {number}: its drawing instructions inflate past the limit of "
+                                          f"{settings.max_content_bytes} bytes")
+    if weight.image_overflow:
+        raise InputRefused("too_complex", f"page {number}: an image's data inflates past its own size")
+    if weight.image_pixels > settings.max_page_pixels:
+        raise InputRefused("too_many_pixels", f"page {number}: an image of {weight.image_pixels} pixels exceeds "
+                                              f"the limit of {settings.max_page_pixels}")
+    return weight
 
 
 def _first_line(exc: BaseException) -> str:
@@ -368,18 +470,33 @@ def _draws_only_one_full_image(page: pikepdf.Page) -> bool:
     return drawn == 1
 
 
-def _render_page(path: Path, number: int, page: pikepdf.Page, settings: Settings) -> RawPage:
+def _render_page(path: Path, number: int, page: pikepdf.Page, weight: pdf_streams.PageWeight,
+                 settings: Settings) -> RawPage:
     box = [float(v) for v in page.mediabox]
     square_inches = abs(box[2] - box[0]) / 72 * abs(box[3] - box[1]) / 72
     dpi = settings.render_dpi
     if square_inches * dpi * dpi > settings.max_render_pixels:  # a poster: enough resolution, not 300 dpi
         dpi = max(36, int((settings.max_render_pixels / square_inches) ** 0.5))
     _check_pixels(int(abs(box[2] - box[0]) / 72 * dpi), int(abs(box[3] - box[1]) / 72 * dpi), settings, (dpi, dpi))
+    memory = render_memory(int(square_inches * dpi * dpi), weight.image_pixels)
     with tempfile.TemporaryDirectory(prefix="sohoa-render-") as tmp:
         try:
-            rendered = pdftoppm.render(path, number, dpi, Path(tmp) / "page", timeout=settings.page_timeout_s)
+            rendered = pdftoppm.render(path, number, dpi, Path(tmp) / "page", timeout=settings.page_timeout_s,
+                                       memory_bytes=memory)
+        except pdftoppm.OutOfMemory as exc:
+            raise InputRefused("too_complex", f"page {number} cannot be rendered within bounds ({exc})") from None
         except pdftoppm.RenderFailed as exc:
             raise InputRefused("corrupt_file", f"page {number} cannot be rendered ({exc})") from None
         with Image.open(rendered) as image:
             data = _encode_png(image, dpi)
     return RawPage(data, "image/png", dpi, 0, "rendered")
+
+
+RENDER_BASE_BYTES = 256 << 20  # pdftoppm's own address space: an A4 page at 300 dpi renders under this with room
+RENDER_BYTES_PER_PIXEL = 8  # the RGB page and PNG rows (a 40 MP poster: 164 MB resident, fine under 576 MB)
+IMAGE_BYTES_PER_PIXEL = 4  # an image drawn on the page, decoded at its own size
+
+
+def render_memory(page_pixels: int, image_pixels: int) -> int:
+    """The address space one page may take to render: what the page and its largest image need, no more."""
+    return RENDER_BASE_BYTES + RENDER_BYTES_PER_PIXEL * page_pixels + IMAGE_BYTES_PER_PIXEL * image_pixels

@@ -21,10 +21,12 @@ from urllib.parse import unquote, urlsplit
 
 from .base import (
     InvalidKey,
+    ObjectChanged,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
+    StorageUnavailable,
     Store,
     redact_userinfo,
     validate_key,
@@ -39,12 +41,14 @@ if TYPE_CHECKING:
 __all__ = [
     "InvalidKey",
     "LocalStore",
+    "ObjectChanged",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "S3Settings",
     "S3Store",
     "StorageError",
+    "StorageUnavailable",
     "Store",
     "forget_stores",
     "open_store",

@@ -14,10 +14,11 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import Any, ClassVar
 
 import pydantic
 
-from sohoa.kernel.errors import ExitCode, SohoaError
+from sohoa.kernel.errors import ExitCode, ReasonCode, SohoaError
 
 from .policy import LockPolicy, Mode
 
@@ -25,11 +26,13 @@ __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "MAX_KEY_BYTES",
     "InvalidKey",
+    "ObjectChanged",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "Store",
     "StorageError",
+    "StorageUnavailable",
     "check_not_reserved",
     "validate_content_type",
     "validate_key",
@@ -69,8 +72,29 @@ class StorageError(SohoaError):
     exit_code = ExitCode.failed
 
 
+class StorageUnavailable(StorageError):
+    """A store that did not answer within its timeouts and retries (a frozen or unreachable server).
+
+    ``code`` is ReasonCode.storage_unavailable, so a run that meets it fails with that code; ``store`` is the
+    store's URL (never credentials), for what reports which store is unreachable (``sohoa watch --status``)."""
+
+    code: ClassVar[ReasonCode] = ReasonCode.storage_unavailable
+
+    def __init__(self, message: str, store: str = "") -> None:
+        super().__init__(message)
+        self.store = store
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by Prefect with a task's state: both arguments
+        return type(self), (self.args[0], self.store)
+
+
 class ObjectNotFound(StorageError):
     """The key does not exist (callers often treat this as a normal outcome)."""
+
+
+class ObjectChanged(StorageError):
+    """A read, copy or delete conditioned on an etag found another version at the key: the object was
+    written again since that etag was seen, and acting on it would mix two versions."""
 
 
 class ObjectExists(StorageError):
@@ -225,12 +249,13 @@ class Store(abc.ABC):
         """Upload a file by streaming it (scans can be hundreds of MB); same semantics as put_bytes."""
 
     @abc.abstractmethod
-    def get_bytes(self, key: str) -> bytes:
-        """Return the whole object; raise ObjectNotFound if missing."""
+    def get_bytes(self, key: str, *, if_match: str | None = None) -> bytes:
+        """Return the whole object; raise ObjectNotFound if missing, ObjectChanged if its etag is not ``if_match``."""
 
     @abc.abstractmethod
-    def get_file(self, key: str, dest: str | os.PathLike[str]) -> None:
-        """Download to *dest* atomically (temp file beside it, then rename) so readers never see partial files."""
+    def get_file(self, key: str, dest: str | os.PathLike[str], *, if_match: str | None = None) -> None:
+        """Download to *dest* atomically (temp file beside it, then rename) so readers never see partial files;
+        with ``if_match``, only that version (ObjectChanged when the key holds another)."""
 
     @abc.abstractmethod
     def stat(self, key: str) -> ObjectInfo:
@@ -249,12 +274,24 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def copy(self, src: str, dst: str) -> ObjectInfo:
-        """Copy *src* to *dst* (overwriting), keeping metadata and content type."""
+    def copy(self, src: str, dst: str, *, if_match: str | None = None) -> ObjectInfo:
+        """Copy *src* to *dst* (overwriting), keeping metadata and content type; with ``if_match``, only that
+        version of *src* (ObjectChanged when it holds another)."""
 
     @abc.abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove *key*; deleting a missing key is not an error (retries must be safe)."""
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove *key*; deleting a missing key is not an error (retries must be safe). With ``if_match``, only
+        that version: another version at the key raises ObjectChanged and is kept."""
+
+    def stray(self) -> Iterator[ObjectInfo]:
+        """Objects whose names are not portable keys (``a//b``, a leading ``/``, ``..``, control characters),
+        which :meth:`list` skips; ``key`` holds the raw name. Someone else's client wrote them; the inbox
+        quarantines them. Local stores cannot hold most of them and yield none."""
+        return iter(())
+
+    def evict(self, raw: str, dst: str, *, if_match: str | None = None) -> ObjectInfo:
+        """Move the stray object named ``raw`` to the portable key ``dst`` (copy, check, delete)."""
+        raise StorageError(f"{self.url} holds no stray objects")
 
     @abc.abstractmethod
     def url_for(self, key: str) -> str:

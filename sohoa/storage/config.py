@@ -14,9 +14,12 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["S3Settings"]
+from .base import StorageUnavailable
+
+__all__ = ["S3Settings", "StorageUnavailable"]
 
 _MIB = 1024 * 1024
+BACKOFF_MAX_S = 10.0  # the longest wait between two tries of one request
 
 
 def _is_loopback(host: str) -> bool:
@@ -55,6 +58,16 @@ class S3Settings(BaseSettings):
     create_bucket: bool = True
     #: Multipart part size and the largest object sent as one conditional PUT.
     part_size: int = Field(default=64 * _MIB, ge=5 * _MIB, le=5 * 1024 * _MIB)
+    #: Seconds to open a connection (SOHOA_S3_CONNECT_TIMEOUT_S): a local network connects in milliseconds.
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    #: Seconds a request may wait for each read of the answer (SOHOA_S3_READ_TIMEOUT_S). The slowest answer we
+    #: rely on is a 64 MiB part's PUT acknowledgement; minio's own default, 300 s, let a frozen server stall a run
+    #: for about 30 minutes per request (5 retries of 300 s each plus backoff).
+    read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Retries of a request that is safe to send again (SOHOA_S3_RETRIES); see sohoa/storage/s3.py for which are.
+    retries: int = Field(default=3, ge=0, le=10)
+    #: First backoff before a retry, doubled after each (SOHOA_S3_BACKOFF_S); each wait at most BACKOFF_MAX_S.
+    backoff_s: float = Field(default=0.5, ge=0, le=30)
 
     @field_validator("endpoint")
     @classmethod
@@ -83,6 +96,17 @@ class S3Settings(BaseSettings):
     @property
     def _scheme(self) -> str | None:
         return urlsplit(self.endpoint).scheme.lower() if "://" in self.endpoint else None
+
+    def backoffs(self) -> list[float]:
+        """The waits before each retry, as urllib3 sleeps them: none before the first, then doubling, capped."""
+        return [0.0 if n == 1 else min(BACKOFF_MAX_S, self.backoff_s * 2 ** (n - 1)) for n in range(1, self.retries + 1)]
+
+    @property
+    def give_up_s(self) -> float:
+        """The longest one request takes before it fails as unavailable: every attempt connecting and waiting
+        for its answer as long as allowed, plus the backoffs (5 s, 60 s, 3 retries: 263 s; minio's own: about 30 min)."""
+        attempts = self.retries + 1
+        return attempts * (self.connect_timeout_s + self.read_timeout_s) + sum(self.backoffs())
 
     @property
     def host_port(self) -> str:

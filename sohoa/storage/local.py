@@ -28,6 +28,7 @@ from .atomic import FILE_MODE, os_reason, write_atomically
 from .base import (
     DEFAULT_CONTENT_TYPE,
     InvalidKey,
+    ObjectChanged,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -222,12 +223,12 @@ class LocalStore(Store):
                 key, lambda fh: shutil.copyfileobj(src_fh, fh, _CHUNK), metadata, content_type, create_only
             )
 
-    def copy(self, src: str, dst: str) -> ObjectInfo:
+    def copy(self, src: str, dst: str, *, if_match: str | None = None) -> ObjectInfo:
         """Copy data and sidecar; the destination is replaced atomically."""
         src = self._key(src)
         self._key(dst)
         sidecar = self._read_sidecar(src)
-        with self._open_for_read(src) as fh:
+        with self._open_for_read(src, if_match) as fh:
             return self._put(
                 dst,
                 lambda out: shutil.copyfileobj(fh, out, _CHUNK),
@@ -236,9 +237,14 @@ class LocalStore(Store):
                 False,
             )
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Remove data and sidecar; missing is fine (idempotent)."""
         key = self._key(key)
+        if if_match is not None:
+            try:
+                self._check_version(key, os.stat(self._path(key)), if_match)
+            except (FileNotFoundError, NotADirectoryError):
+                return
         for p in (self._path(key), self._meta_path(key)):
             try:
                 if p.is_dir() and not p.is_symlink():
@@ -250,26 +256,39 @@ class LocalStore(Store):
                 raise StorageError(f"cannot delete {p}: {os_reason(exc)}") from None
 
     # -------------------------------------------------------------------- reads
-    def _open_for_read(self, key: str) -> IO[bytes]:
+    def _open_for_read(self, key: str, if_match: str | None = None) -> IO[bytes]:
+        """The object's file, open; with ``if_match``, checked on the open file (a later replace makes a new
+        inode, so what is read is the version checked)."""
         try:
             fh = open(self._path(key), "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFound(f"object not found: {self._path(key)}") from None
         except OSError as exc:
             raise self._error("read", key, exc) from None
+        if if_match is not None:
+            try:
+                self._check_version(key, os.fstat(fh.fileno()), if_match)
+            except BaseException:
+                fh.close()
+                raise
         return fh
 
-    def get_bytes(self, key: str) -> bytes:
+    def _check_version(self, key: str, st: os.stat_result, if_match: str) -> None:
+        etag = self._info(key, st, None).etag
+        if etag != if_match.strip('"'):
+            raise ObjectChanged(f"object changed: {self._path(key)} is version {etag}, not {if_match}")
+
+    def get_bytes(self, key: str, *, if_match: str | None = None) -> bytes:
         """Read the whole object."""
         key = self._key(key)
-        with self._open_for_read(key) as fh:
+        with self._open_for_read(key, if_match) as fh:
             return fh.read()
 
-    def get_file(self, key: str, dest: str | os.PathLike[str]) -> None:
+    def get_file(self, key: str, dest: str | os.PathLike[str], *, if_match: str | None = None) -> None:
         """Copy to *dest* through a temp file beside it, then rename."""
         key = self._key(key)
         dest_path = Path(os.fspath(dest))
-        with self._open_for_read(key) as src:
+        with self._open_for_read(key, if_match) as src:
             write_atomically(dest_path, lambda out: shutil.copyfileobj(src, out, _CHUNK))
 
     def stat(self, key: str) -> ObjectInfo:

@@ -18,11 +18,13 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 import certifi
@@ -37,10 +39,12 @@ from .atomic import write_atomically
 from .base import (
     MAX_KEY_BYTES,
     InvalidKey,
+    ObjectChanged,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
+    StorageUnavailable,
     Store,
     check_not_reserved,
     redact_userinfo,
@@ -49,7 +53,7 @@ from .base import (
     validate_metadata,
     validate_prefix,
 )
-from .config import S3Settings
+from .config import BACKOFF_MAX_S, S3Settings
 from .lock import ObjectLock
 from .policy import LockPolicy, Mode
 
@@ -63,6 +67,7 @@ _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchVersion"}
 _EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _UNSUPPORTED_CODES = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
 _PROBE_DIR = ".sohoa/probe/"
+_UNAVAILABLE_STATUSES = {502, 503, 504}  # a gateway or a server that cannot serve now: tried again, then unavailable
 #: Values of presigned-URL and Authorization-header parameters that grant access (or name the key).
 _SIGNED_PARAM = re.compile(r"(?i)\b((?:X-Amz-)?(?:Credential|Signature|Security-Token)|AWSAccessKeyId)=[^&\s,\"'<>)]*")
 #: Connections kept open per server. One store serves every worker thread of the process, and
@@ -93,16 +98,42 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _http_pool() -> urllib3.PoolManager:
-    """minio's own default connection pool (timeouts, retries, CA bundle), sized for a shared store."""
-    timeout = int(timedelta(minutes=5).total_seconds())
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=timeout, read=timeout),
-        maxsize=_POOL_SIZE,
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-    )
+#: Requests that can be sent again after they got no answer: reads and listings (conditional or not), and a
+#: DELETE or a PUT that replaces (a part, an overwrite, retention, a copy). A conditional write is not one
+#: (a create-only PUT with If-None-Match, a DELETE with If-Match): when the first try was done and only its
+#: answer was lost, the second would fail with a false ObjectExists or ObjectChanged. POST (multipart start
+#: and completion) is not either.
+_READS = frozenset({"GET", "HEAD"})
+_WRITES = frozenset({"PUT", "DELETE"})
+_CONDITIONS = ("If-None-Match", "If-Match")
+
+
+def _retry(settings: S3Settings, resend: bool) -> urllib3.Retry:
+    """Retries with exponential backoff (settings.backoffs). A refused or timed-out connection sent nothing, so
+    every request is tried again after one; after a lost answer or a 5xx only a resendable request is."""
+    n = settings.retries
+    return urllib3.Retry(total=n, connect=n, read=n if resend else 0, status=n if resend else 0, other=0,
+                         allowed_methods=None, status_forcelist=(500, 502, 503, 504),
+                         backoff_factor=settings.backoff_s, backoff_max=BACKOFF_MAX_S, respect_retry_after_header=False)
+
+
+class _Pool(urllib3.PoolManager):
+    """minio's connection pool (CA bundle, sized for a shared store) with our timeouts, and retries chosen per
+    request: minio gives every request the pool's retries, which cannot tell a create-only PUT from another."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self._resend, self._once = _retry(settings, True), _retry(settings, False)
+        super().__init__(timeout=urllib3.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s),
+                         maxsize=_POOL_SIZE, cert_reqs="CERT_REQUIRED",
+                         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=self._resend)
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        if "retries" not in kw:
+            headers = kw.get("headers") or {}
+            verb = method.upper()
+            resend = verb in _READS or (verb in _WRITES and not any(h in headers for h in _CONDITIONS))
+            kw["retries"] = self._resend if resend else self._once
+        return super().urlopen(method, url, redirect=redirect, **kw)
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -111,7 +142,7 @@ def _short_reason(exc: BaseException) -> str:
     text = str(reason)
     # urllib3: "<urllib3.connection.HTTPConnection object at 0x..>: Failed to establish ...: [Errno 111] Connection refused"
     text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
-    text = re.sub(r"^\w*Connection\([^)]*\):\s*", "", text)
+    text = re.sub(r"^\w*Connection(Pool)?\([^)]*\):\s*", "", text)
     text = re.sub(r"^\w+\((.*)\)$", r"\1", text).strip("'\" ")
     return " ".join(text.split()) or type(reason).__name__
 
@@ -136,7 +167,7 @@ class S3Store(Store):
                 secret_key=s.secret_key.get_secret_value() if s.secret_key else None,
                 secure=s.is_secure,
                 region=s.region,
-                http_client=_http_pool(),
+                http_client=_Pool(s),
             )
         except ValueError as exc:
             raise StorageError(self._scrub(f"invalid S3 settings for {self._endpoint}: {exc}")) from None
@@ -172,6 +203,7 @@ class S3Store(Store):
     def _errors(self, action: str, name: str | None = None) -> Iterator[None]:
         """Translate SDK/transport exceptions into StorageError subclasses with one-line messages."""
         where = self._where(name)
+        started = time.monotonic()
         try:
             yield
         except StorageError:
@@ -196,15 +228,25 @@ class S3Store(Store):
                 self._scrub(f"S3 {action} {where} failed at {self._endpoint}: unexpected HTTP {status} response")
             ) from None
         except ServerError as exc:
+            if exc.status_code in _UNAVAILABLE_STATUSES:
+                raise self._unavailable(action, name, f"HTTP {exc.status_code}", started) from None
             raise StorageError(
                 self._scrub(f"S3 {action} {where} failed at {self._endpoint}: HTTP {exc.status_code}")
             ) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise StorageError(
-                self._scrub(f"cannot reach S3 endpoint {self._endpoint}: {_short_reason(exc)}")
-            ) from None
+            raise self._unavailable(action, name, _short_reason(exc), started) from None
         except MinioException as exc:
             raise StorageError(self._scrub(f"S3 {action} {where} failed at {self._endpoint}: {exc}")) from None
+
+    def _unavailable(self, action: str, name: str | None, reason: str, started: float) -> StorageUnavailable:
+        """The one line that says which store did not answer what, and for how long it was tried. Logged at INFO:
+        a run's log shows it (``sohoa run`` sets sohoa's loggers to INFO), a command's stderr keeps one line."""
+        key = name[len(self.prefix):] if name and name.startswith(self.prefix) else name
+        what = f"{action} {key}" if key else action
+        message = self._scrub(f"cannot reach S3 endpoint {self._endpoint} for {self.url}: {what} got no answer"
+                              f" in {time.monotonic() - started:.1f} s: {reason}")
+        log.info("%s", message)
+        return StorageUnavailable(message, self.url)
 
     @staticmethod
     def _user_metadata(headers: object) -> dict[str, str]:
@@ -357,35 +399,94 @@ class S3Store(Store):
             etag = result.etag
         return ObjectInfo(key=key, size=size, etag=etag, content_type=ctype, metadata=meta)
 
-    def copy(self, src: str, dst: str) -> ObjectInfo:
-        """Server-side copy; the default COPY directive keeps metadata and content type."""
+    def copy(self, src: str, dst: str, *, if_match: str | None = None) -> ObjectInfo:
+        """Server-side copy; the default COPY directive keeps metadata and content type. ``if_match`` sends
+        ``x-amz-copy-source-if-match``: the server copies that version or nothing."""
         src_name, dst_name = self._name(src), self._name(dst)
-        with self._errors("copy", src_name):
-            self._client.copy_object(self.bucket, dst_name, CopySource(self.bucket, src_name))
+        self._copy_object(src_name, dst_name, if_match)
         return self.stat(dst)
 
-    def delete(self, key: str) -> None:
+    def _copy_object(self, src_name: str, dst_name: str, if_match: str | None) -> None:
+        with self._changed(if_match), self._errors("copy", src_name):
+            self._client.copy_object(self.bucket, dst_name, CopySource(self.bucket, src_name, match_etag=if_match))
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         """DELETE is idempotent in S3; a missing bucket still raises (that is a setup error)."""
-        name = self._name(key)
-        with self._errors("delete", name):
-            self._client.remove_object(self.bucket, name)
+        self._delete_object(self._name(key), if_match)
+
+    def _delete_object(self, name: str, if_match: str | None) -> None:
+        """A DELETE with ``If-Match`` where asked. A server that ignores the header would delete any version,
+        so the version is also checked first (HEAD): only a write in between could still be lost."""
+        if if_match is None:
+            with self._errors("delete", name):
+                self._client.remove_object(self.bucket, name)
+            return
+        try:
+            with self._errors("stat", name):
+                etag = self._client.stat_object(self.bucket, name).etag
+        except ObjectNotFound:
+            return
+        if _bare(etag) != _bare(if_match):
+            raise ObjectChanged(f"object changed: {self._where(name)} is version {_bare(etag)}, not {_bare(if_match)}")
+        with self._changed(if_match), self._errors("delete", name):
+            try:
+                self._client._execute("DELETE", self.bucket, name, headers={"If-Match": f'"{_bare(if_match)}"'})
+            except S3Error as exc:
+                if exc.code not in _UNSUPPORTED_CODES:
+                    raise
+                self._client.remove_object(self.bucket, name)  # checked just above
+
+    @contextmanager
+    def _changed(self, if_match: str | None) -> Iterator[None]:
+        """A failed precondition is a changed object when a version was asked for (not a taken key)."""
+        try:
+            yield
+        except ObjectExists:
+            if if_match is None:
+                raise
+            raise ObjectChanged(f"object changed since version {_bare(if_match)} was seen") from None
+
+    def stray(self) -> Iterator[ObjectInfo]:
+        """Objects under the prefix whose names :meth:`list` skips (not portable keys), raw names as keys."""
+        with self._errors("list", self.prefix or None):
+            for obj in self._client.list_objects(self.bucket, prefix=self.prefix or None, recursive=True):
+                name = obj.object_name or ""
+                if obj.is_dir or not name.startswith(self.prefix) or _portable(name[len(self.prefix):]):
+                    continue
+                yield _info(name[len(self.prefix):], obj)
+
+    def evict(self, raw: str, dst: str, *, if_match: str | None = None) -> ObjectInfo:
+        """Copy the stray object ``raw`` to ``dst`` (that version only), check the copy's size, delete ``raw``."""
+        name = self.prefix + raw
+        before = self._stat_raw(name)
+        self._copy_object(name, self._name(dst), if_match or before.etag)
+        after = self.stat(dst)
+        if after.size != (before.size or 0):
+            raise StorageError(f"copy of {self._where(name)!r} is {after.size} bytes, not {before.size}: original kept")
+        self._delete_object(name, if_match or before.etag)
+        return after
+
+    def _stat_raw(self, name: str) -> object:
+        with self._errors("stat", name):
+            return self._client.stat_object(self.bucket, name)
 
     # -------------------------------------------------------------------- reads
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, if_match: str | None = None) -> bytes:
         name = self._name(key)
-        with self._errors("get", name):
-            resp = self._client.get_object(self.bucket, name)
+        with self._changed(if_match), self._errors("get", name):
+            resp = self._client.get_object(self.bucket, name, request_headers=_if_match(if_match))
             try:
                 return resp.read()
             finally:
                 resp.close()
                 resp.release_conn()
 
-    def get_file(self, key: str, dest: str | os.PathLike[str]) -> None:
-        """Stream into a temp file beside *dest*, then rename (no partial file under the final name)."""
+    def get_file(self, key: str, dest: str | os.PathLike[str], *, if_match: str | None = None) -> None:
+        """Stream into a temp file beside *dest*, then rename (no partial file under the final name).
+        ``if_match`` sends ``If-Match``: the server sends that version or nothing."""
         name = self._name(key)
-        with self._errors("get", name):
-            resp = self._client.get_object(self.bucket, name)
+        with self._changed(if_match), self._errors("get", name):
+            resp = self._client.get_object(self.bucket, name, request_headers=_if_match(if_match))
             try:
                 def fill(out: io.BufferedWriter) -> None:
                     with self._errors("get", name):
@@ -479,6 +580,23 @@ class S3Store(Store):
                 raise
             if exc.code == "BucketAlreadyExists" and not self._client.bucket_exists(self.bucket):
                 raise StorageError(f"bucket name s3://{self.bucket} is taken by another account") from None
+
+
+def _bare(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def _if_match(etag: str | None) -> dict[str, str] | None:
+    return {"If-Match": f'"{_bare(etag)}"'} if etag is not None else None
+
+
+def _portable(key: str) -> bool:
+    """A key :meth:`S3Store.list` yields (the store's own reserved names count as portable: never stray)."""
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True
 
 
 def _info(key: str, obj: object, metadata: dict[str, str] | None = None) -> ObjectInfo:
