@@ -106,7 +106,8 @@ def test_a_version_written_over_before_its_run_read_it_is_reported_never_answere
         inbox.fetch(store, v1, tmp_path / "v1")
     assert inbox.settle(store, v1, "refused", {"code": "corrupt_file"}) == []  # and v1's refusal cannot move v2
     assert store.get_bytes("quay-1/b.pdf") == b"%PDF- version 2"
-    inbox.gone(store, v1, "overwritten")
+    said = inbox.gone(store, v1, "overwritten")  # what the run returns says the same as the recorded outcome
+    assert (said.status, said.reason.code, said.input) == ("refused", "superseded", store.url_for("quay-1/b.pdf"))
     (outcome,) = inbox.outcomes(store)
     assert (outcome.drop.ident, outcome.status, outcome.reason) == (v1.ident, "refused", "superseded")
     (v2,), _ = inbox.scan(store)

@@ -1,11 +1,11 @@
-"""Security (issue 8, item 6): credentials, object keys, presigned links, pixel and page bombs.
+"""Security (issue 8, item 6): credentials, object keys, pixel and page bombs.
 
 One ``sohoa run`` (real Prefect on its embedded server, real Tesseract, the session's S3 server)
 with distinctive random credentials archives a small dossier with a hostile name, refuses a
 non-scan and a set of crafted bombs, and leaves its traces in stdout, stderr, the archive and
 work objects, the quarantine and the Prefect database; the tests around it grep all of them.
-The rest runs in-process: key validation, the local store on disk, S3 error messages, presigned
-links, and the dossier code before it becomes a key.
+The rest runs in-process: key validation, the local store on disk, S3 error messages
+and the dossier code before it becomes a key.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ import struct
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import pikepdf
 import pytest
@@ -38,7 +36,6 @@ from sohoa_dev import synth
 from sohoa.kernel.models import DossierFields
 from sohoa.domain import identifiers, identity
 from sohoa.kernel.errors import InputRefused
-from sohoa.kernel.settings import Settings
 from sohoa.orchestration.artifacts import THUMB_MAX_BYTES
 from sohoa.steps import capture as capturing
 from sohoa.storage import InvalidKey, LocalStore, S3Settings, StorageError
@@ -402,43 +399,6 @@ def test_cli_configuration_errors_name_no_credentials(s3_server, creds, tmp_path
         assert stderr.startswith("sohoa: ") and "Traceback" not in stderr
         assert ("configuration error" in stderr) == (code == 2), stderr
         _assert_clean(stdout + stderr, creds.access_key, creds.secret_key)
-
-
-# --- presigned links -----------------------------------------------------------------------
-
-
-def test_presigned_links_are_short_lived_and_bounded(s3_server, s3_store_url, monkeypatch):
-    # presigned requests are checked by the test server (signature and expiry) with its own key only
-    store = S3Store(s3_store_url, S3Settings(endpoint=s3_server.url, access_key="test", secret_key="test"))
-    store.ensure_ready()
-    store.put_bytes("thumbs/p.jpg", b"\xff\xd8 thumbnail bytes", content_type="image/jpeg")
-    monkeypatch.delenv("SOHOA_LINK_EXPIRES_S", raising=False)
-    expires = Settings().link_expires_s  # the default of every share_url link
-    link = store.share_url("thumbs/p.jpg", expires)
-    query = parse_qs(urlsplit(link).query)
-    assert int(query["X-Amz-Expires"][0]) == expires <= 3600
-    assert {"X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders"} <= set(query)
-    with urllib.request.urlopen(link, timeout=10) as response:
-        assert response.read() == b"\xff\xd8 thumbnail bytes"
-    tampered = re.sub(r"X-Amz-Expires=\d+", "X-Amz-Expires=604800", link)  # a longer life is not for the taking
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(tampered, timeout=10)
-    assert refused.value.code == 403
-    short = store.share_url("thumbs/p.jpg", 1)
-    time.sleep(2.2)
-    with pytest.raises(urllib.error.HTTPError) as expired:
-        urllib.request.urlopen(short, timeout=10)
-    assert expired.value.code == 403 and b"expired" in expired.value.read()
-    for too_long in (7 * 24 * 3600 + 1, 30 * 24 * 3600):
-        with pytest.raises(ValueError):
-            store.share_url("thumbs/p.jpg", too_long)
-        monkeypatch.setenv("SOHOA_LINK_EXPIRES_S", str(too_long))
-        with pytest.raises(ValueError):
-            Settings()
-    for useless in (0, -5):
-        with pytest.raises(ValueError):
-            store.share_url("thumbs/p.jpg", useless)
-    assert LocalStore("/nonexistent").share_url("thumbs/p.jpg", 60) is None  # local: embedded, no link
 
 
 # --- object keys ---------------------------------------------------------------------------

@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     # review
     review_timeout_s: int = Field(86400, ge=1, description="How long a dossier waits for a decision in the Prefect UI "
                                                            "before it waits in the review queue only")
-    link_expires_s: int = Field(3600, ge=60, le=604800, description="Lifetime of presigned links in review artifacts (S3)")
     ocr_concurrency: str | None = Field(None, description="Name of a Prefect global concurrency limit that every OCR step "
                                                           "takes a slot of (several workers, one budget of OCR)")
     # archive
@@ -131,5 +130,5 @@ STEP_SETTINGS: dict[str, type[StepSettings]] = {
     "capture": CaptureSettings, "ocr": OcrSettings, "classify": ClassifySettings, "verify": VerifySettings}
 # how fast or where steps run, or what happens around them: never what a cached step produces
 RUNTIME = frozenset({"archive", "work", "ocr_engine", "tesseract_cmd", "jobs", "page_timeout_s", "classifier",
-                     "review_timeout_s", "link_expires_s", "ocr_concurrency", "agency", "retention_days",
+                     "review_timeout_s", "ocr_concurrency", "agency", "retention_days",
                      "retention_mode", "index"})

@@ -8,7 +8,7 @@ started) is submitted again under the next attempt's key. ``process-drop`` downl
 its drop recorded, processes it as ``process-dossier`` does, and moves that version out of the
 inbox once its archive is written and verified (to ``_sohoa/done/<drop id>/``), or to
 ``_sohoa/quarantine/<drop id>/`` with a reason when it was refused or failed. A version written
-over before it was fetched is reported ``refused`` with ``not_found``; the new one is its own drop.
+over before it was fetched is reported ``refused`` with ``superseded``; the new one is its own drop.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-from sohoa.kernel.errors import ReasonCode
-from sohoa.kernel.models import Outcome, Reason
+from sohoa.kernel.models import Outcome
 from sohoa.orchestration.process import process_one
 from sohoa.services import inbox as inboxes
 from sohoa.services import runner
@@ -48,9 +47,8 @@ def process_drop(inbox: str, drop: Drop, archive: str | None = None, procedure: 
             path = inboxes.fetch(store, drop, Path(tmp))
         except (ObjectChanged, ObjectNotFound) as exc:  # this version is gone (written over, or deleted): say so,
             # never answer with another version's result; retrying would not bring it back
-            inboxes.gone(store, drop, str(exc))
             log.warning("%s (%s): %s", drop.key, drop.station, exc)
-            return _refused(store, drop, str(exc))
+            return inboxes.gone(store, drop, str(exc))
         outcome, moved = _process(store, drop, path, archive, procedure, review_timeout_s, Path(tmp))
     log.info("%s (%s): %s; moved to %s", drop.key, drop.station, outcome.status, ", ".join(moved) or "-")
     return outcome.model_copy(update={"input": store.url_for(drop.key)})
@@ -72,11 +70,6 @@ def _process(store: Store, drop: Drop, path: Path, archive: str | None, procedur
         inboxes.fail(store, drop, *runner.failure_reason(exc))
         raise
     return outcome, inboxes.conclude(store, drop, outcome, moved, local)
-
-
-def _refused(store: Store, drop: Drop, message: str) -> Outcome:
-    return Outcome(input=store.url_for(drop.key), status="refused",
-                   reason=Reason(code=ReasonCode.not_found, message=message[:500]))
 
 
 class DeploymentSubmitter:

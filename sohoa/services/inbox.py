@@ -53,7 +53,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field, ValidationError
 
 from sohoa.kernel.errors import ReasonCode
-from sohoa.kernel.models import Intake, Outcome
+from sohoa.kernel.models import Intake, Outcome, Reason
 from sohoa.storage import (
     InvalidKey,
     ObjectChanged,
@@ -642,11 +642,13 @@ def conclude(store: Store, drop: Drop, outcome: Outcome, moved: list[str],
     return moved
 
 
-def gone(store: Store, drop: Drop, message: str) -> None:
-    """A drop whose version was overwritten before its run fetched it: reported, typed, nothing moved (the
-    key holds another version, which is a drop of its own)."""
+def gone(store: Store, drop: Drop, message: str) -> Outcome:
+    """A drop whose version was overwritten before its run fetched it: reported ``superseded``, nothing moved
+    (the key holds another version, which is a drop of its own); the run's outcome says the same."""
     record_outcome(store, drop, "refused", None, ReasonCode.superseded)
     _log.warning("inbox %s: %s", store.url, message)
+    return Outcome(input=store.url_for(drop.key), status="refused",
+                   reason=Reason(code=ReasonCode.superseded, message=message[:500]))
 
 
 def fail(store: Store, drop: Drop, code: str, message: str) -> None:

@@ -297,10 +297,6 @@ class Store(abc.ABC):
     def url_for(self, key: str) -> str:
         """A human/tool-usable location: absolute path (local) or s3://bucket/prefix/key."""
 
-    def share_url(self, key: str, expires_s: int) -> str | None:
-        """A link a browser can open for ``expires_s`` seconds (S3: a presigned GET), or None (local stores)."""
-        return None
-
     def lock_policy(self) -> LockPolicy:
         """Whether the store keeps objects under object lock (S3 buckets with it); local stores do not."""
         return LockPolicy()

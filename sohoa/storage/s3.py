@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
@@ -532,11 +532,6 @@ class S3Store(Store):
     # -------------------------------------------------------------------- misc
     def url_for(self, key: str) -> str:
         return self._where(self._name(key))
-
-    def share_url(self, key: str, expires_s: int) -> str | None:
-        """A presigned GET, valid ``expires_s`` seconds (at most 7 days): short-lived, for one review."""
-        with self._errors(f"presign {key}"):
-            return self._client.presigned_get_object(self.bucket, self._name(key), expires=timedelta(seconds=expires_s))
 
     def lock_policy(self) -> LockPolicy:
         """The bucket's object lock, read once per store (sohoa/storage/lock.py: never a request that could write)."""
