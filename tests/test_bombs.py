@@ -165,7 +165,10 @@ except InputRefused as refusal:
 except MemoryError:
     outcome = {"status": "MemoryError"}
 outcome["seconds"] = round(time.perf_counter() - started, 2)
-outcome["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+# VmHWM: this process's own peak since exec (ru_maxrss would keep the forking pytest worker's, hundreds of MB
+# once it has loaded OCR engines: Linux carries the old image's peak across exec)
+hwm = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")]
+outcome["peak_mb"] = int(hwm[0].split()[1]) // 1024
 outcome["children_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
 outcome["stored"] = len(list(store.list("pages/")))
 print(json.dumps(outcome))

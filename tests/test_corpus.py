@@ -61,4 +61,7 @@ def test_legible_files_yield_their_text(batch):
 def test_blank_files_are_archived_without_text_and_nothing_hangs(batch):
     assert all(batch.outcomes[name]["status"] in ARCHIVED | {"duplicate"} for name in BLANK)
     assert all(batch.texts[name].strip() == "" for name in BLANK)
-    assert all(o.get("duration_s", 0) < PAGE_TIMEOUT_S * max(o.get("pages") or 1, 1) for o in batch.outcomes.values())
+    # nothing hangs: the batch ended within run_batch's timeout and no page was given up at the page timeout
+    # (a dossier's duration_s counts its wait for OCR slots behind the batch's others: no bound on a busy machine)
+    timed_out = {n: o["reason"] for n, o in batch.outcomes.items() if (o.get("reason") or {}).get("code") == "page_timeout"}
+    assert not timed_out and batch.seconds < PAGE_TIMEOUT_S * 10

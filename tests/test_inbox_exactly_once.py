@@ -6,6 +6,7 @@ hide the others. (The watcher and worker on a real Prefect server: tests/test_in
 from __future__ import annotations
 
 import io
+import logging
 import json
 import threading
 import time
@@ -239,3 +240,25 @@ def test_drops_are_submitted_several_at_once_and_each_recorded(store, work):
     _scan(store, work, orchestrator)
     assert sorted(key for key, _ in orchestrator.submitted) == [f"quay-1/{n}.pdf" for n in range(6)]
     assert len(inbox.ledger(store, work)) == 6
+
+
+def test_a_drop_over_the_size_limit_is_refused_and_quarantined_without_being_downloaded(store, monkeypatch):
+    store.put_bytes("quay-1/huge.pdf", b"%PDF-" + b"0" * 995)
+    (drop,), _ = inbox.scan(store)
+    assert drop.size == 1000
+    assert inbox.too_large(store, drop, 1000) is None  # at the limit: processed as usual
+    from sohoa.orchestration import inbox as flows
+
+    def no_download(*_args, **_kwargs):
+        raise AssertionError("an input over the limit was downloaded")
+
+    monkeypatch.setattr(flows.inboxes, "fetch", no_download)
+    monkeypatch.setattr(flows, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setenv("SOHOA_MAX_INPUT_BYTES", "999")
+    outcome = flows.process_drop.fn(store.url, drop)  # the flow's body, without a Prefect run around it
+    assert (outcome.status, outcome.reason.code) == ("refused", "too_large")
+    assert "1000 bytes; the limit is 999" in outcome.reason.message
+    assert not store.exists("quay-1/huge.pdf")
+    moved = inbox.moved_key(inbox.QUARANTINE, drop, "quay-1/huge.pdf")
+    assert json.loads(store.get_bytes(moved + ".reason.json"))["code"] == "too_large"
+    assert [(o.status, o.reason) for o in inbox.outcomes(store)] == [("refused", "too_large")]

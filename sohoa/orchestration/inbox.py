@@ -20,6 +20,7 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 
 from sohoa.kernel.models import Outcome
+from sohoa.kernel.settings import Settings
 from sohoa.orchestration.process import process_one
 from sohoa.services import inbox as inboxes
 from sohoa.services import runner
@@ -42,6 +43,10 @@ def process_drop(inbox: str, drop: Drop, archive: str | None = None, procedure: 
         review_timeout_s: Seconds a review form waits in the UI (SOHOA_REVIEW_TIMEOUT_S).
     """
     store, log = open_store(inbox), get_run_logger()
+    oversized = inboxes.too_large(store, drop, Settings().max_input_bytes)
+    if oversized is not None:
+        log.warning("%s (%s): %s", drop.key, drop.station, oversized.reason.message)
+        return oversized
     with tempfile.TemporaryDirectory(prefix="sohoa-drop-") as tmp:
         try:
             path = inboxes.fetch(store, drop, Path(tmp))

@@ -95,6 +95,8 @@ class Drop(BaseModel):
                                 "version read and moved (empty in drops recorded before versions were)")
     uploaded: str | None = Field(None, description="The listing's last-modified time, to the millisecond: the same "
                                  "bytes uploaded again are a new drop")
+    size: int | None = Field(None, description="Bytes of the drop's files as listed (None in drops recorded before "
+                             "sizes were): a drop over SOHOA_MAX_INPUT_BYTES is refused before it is downloaded")
 
     def intake(self) -> Intake:
         return Intake(station=self.station, key=self.key, dropped_at=self.dropped_at)
@@ -253,7 +255,7 @@ def scan(store: Store) -> tuple[list[Drop], int]:
 
 def _file_drop(station: str, info: ObjectInfo) -> Drop:
     return Drop(station=station, key=info.key, version=_version(info), kind="file", files=[info.key],
-                versions=[_version(info)], dropped_at=_stamp(info), uploaded=_uploaded(info))
+                versions=[_version(info)], dropped_at=_stamp(info), uploaded=_uploaded(info), size=info.size)
 
 
 def _listing(store: Store) -> tuple[list[Drop], int, list[BadObject]]:
@@ -281,7 +283,7 @@ def _listing(store: Store) -> tuple[list[Drop], int, list[BadObject]]:
         files = sorted((i for i in infos if i is not marker), key=lambda i: i.key)
         drops.append(Drop(station=folder.split("/", 1)[0], key=marker.key, version=_version(marker), kind="folder",
                           files=[i.key for i in files], versions=[_version(i) for i in files],
-                          dropped_at=_stamp(marker), uploaded=_uploaded(marker)))
+                          dropped_at=_stamp(marker), uploaded=_uploaded(marker), size=sum(i.size for i in files)))
     return drops, waiting, bad
 
 
@@ -649,6 +651,19 @@ def gone(store: Store, drop: Drop, message: str) -> Outcome:
     _log.warning("inbox %s: %s", store.url, message)
     return Outcome(input=store.url_for(drop.key), status="refused",
                    reason=Reason(code=ReasonCode.superseded, message=message[:500]))
+
+
+def too_large(store: Store, drop: Drop, limit: int) -> Outcome | None:
+    """A drop larger than ``limit`` bytes, refused ``too_large`` and moved to quarantine (a copy inside the store)
+    without a byte of it downloaded: a 50 GB object would otherwise fill the worker's disk before capture
+    refused it. None when the drop is within the limit (or recorded before sizes were)."""
+    if drop.size is None or drop.size <= limit:
+        return None
+    message = f"input is {drop.size} bytes; the limit is {limit}"
+    settle(store, drop, "refused", {"code": ReasonCode.too_large.value, "message": message})
+    record_outcome(store, drop, "refused", None, ReasonCode.too_large)
+    return Outcome(input=store.url_for(drop.key), status="refused", reason=Reason(code=ReasonCode.too_large,
+                                                                                   message=message))
 
 
 def fail(store: Store, drop: Drop, code: str, message: str) -> None:
