@@ -1,11 +1,19 @@
-"""Character error rates of OCR text against ground truth: plain, and independent of reading order.
+"""Character error rates of OCR text against ground truth: plain, in reading order, and independent of it.
 
-Both metrics compare NFC text with whitespace runs collapsed, and count errors over the truth's
-characters. Nothing is folded beyond that (an ``Ð`` read for ``Đ`` is an error).
+Every metric compares NFC text with whitespace runs collapsed, and counts errors over the truth's
+characters. Nothing is folded beyond that (an ``Ð`` read for ``Đ`` is an error), except that
+``reading_order`` also folds the two conventions of tone-mark placement (``tone_placement``).
 
 ``plain``     Levenshtein distance between the whole OCR text and the whole truth, lines joined
               by one space. A page read in another order than the truth's (two-column headers,
               an ID card's side-by-side fields) pays for every character moved.
+
+``reading_order``  ``plain`` after ``tone_placement`` on both sides: the whole page as one string,
+              so it measures what a reader of the text gets, reading order included (a header
+              read across its two columns pays for every character moved), but not whether the
+              typist of the truth and the OCR model put the tone of ``hoà``/``hòa`` on the same
+              vowel (the three transcriptions of ../shared/corpus/real-vi write ``CỘNG HOÀ``,
+              the Quảng Ngãi text layers ``CỘNG HÒA``: a placement variant, not a misreading).
 
 ``flexible``  In the spirit of Clausner, Pletschacher and Antonacopoulos (2020), "Flexible
               character accuracy measure for reading-order-independent evaluation", Pattern
@@ -26,13 +34,14 @@ Pure functions; standard library and rapidfuzz only.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
-__all__ = ["Score", "Flexible", "normalize", "lines", "plain", "flexible"]
+__all__ = ["Score", "Flexible", "normalize", "lines", "plain", "reading_order", "tone_placement", "flexible"]
 
 MAX_RELATIVE_DISTANCE = 1 / 3  # a match may have at most this many edits per character of the shorter fragment
 _REFINE = 3  # window start/end moved by up to this many characters around the best Indel window
@@ -83,6 +92,42 @@ def lines(text: str) -> list[str]:
 def plain(ocr: str, truth: str) -> Score:
     """Edit distance between the whole texts over the truth's length."""
     a, b = normalize(ocr), normalize(truth)
+    return Score(Levenshtein.distance(a, b), len(b))
+
+
+_TONES = "\u0300\u0301\u0303\u0309\u0323"  # huyền, sắc, ngã, hỏi, nặng (NFD combining marks)
+# An open syllable ending in oa / oe / uy (nothing after it but a non-letter): the only place where the two
+# conventions differ. Not after q ("quý", "quỳ": the u belongs to qu), not before a final consonant or a
+# third vowel ("hoàng", "ngoài", "khuya": every convention puts the tone on the same vowel there).
+_OPEN_PAIRS = [re.compile(rf"(?<![qQ\u0300-\u036f])({first})([{_TONES}]?)({second})([{_TONES}]?)"
+                          rf"(?![^\W\d_]|[\u0300-\u036f])")
+               for first, second in (("[oO]", "[aAeE]"), ("[uU]", "[yY]"))]
+
+
+def _tone_on_first(m: re.Match[str]) -> str:
+    return m[1] + (m[2] or m[4]) + m[3] + (m[4] if m[2] else "")
+
+
+def tone_placement(text: str) -> str:
+    """NFC ``text`` with the tone of every open oa/oe/uy syllable on its first vowel: ``hoà`` → ``hòa``.
+
+    Vietnamese has two placement conventions for these syllables: the traditional one puts the tone on
+    the first vowel (``hòa``, ``khỏe``, ``thủy``), the one of the 1980s school reform (often called
+    "new style") on the second, the main vowel (``hoà``, ``khoẻ``, ``thuỷ``). Both are correct, fonts
+    and keyboards produce both, and a reader sees the same word. The canonical form here is the
+    traditional one: it is what the templates of Nghị định 30/2020/NĐ-CP print (``CỘNG HÒA``) and what
+    the Quảng Ngãi text layers of ../shared/corpus/real-vi use. Only the position of the tone moves:
+    spelling variants (``quý``/``quí``, ``kỹ``/``kĩ``) and real tone errors (``khẩn``/``khân``) stay.
+    """
+    text = unicodedata.normalize("NFD", text)
+    for pattern in _OPEN_PAIRS:
+        text = pattern.sub(_tone_on_first, text)
+    return unicodedata.normalize("NFC", text)
+
+
+def reading_order(ocr: str, truth: str) -> Score:
+    """Edit distance between the whole pages in the truth's reading order, tone placement folded."""
+    a, b = tone_placement(normalize(ocr)), tone_placement(normalize(truth))
     return Score(Levenshtein.distance(a, b), len(b))
 
 

@@ -1,14 +1,23 @@
-"""Benchmark: Vietnamese character error rate (CER) of the OCR step on generated dossiers with ground truth.
+"""Benchmark: Vietnamese character error rate (CER) of the OCR step on pages with ground truth.
 
-    .venv/bin/python bench/ocr_quality.py [--seeds 2] [--compare] [--worst N] [--by-type]
+    .venv/bin/python bench/ocr_quality.py [--seeds 2] [--compare] [--worst N] [--by-type] [--json-out FILE]
+    .venv/bin/python bench/ocr_quality.py --real [--real-cache DIR] [--seeds N] [--json-out FILE]
+
+``--real`` measures the real-document set of bench/real_set.py (../shared/corpus/real-vi: real scans
+with a person's transcription, born-digital official letters rasterized clean and degraded, simulated
+phone photos; docs/real-set.md), one row per page kind, instead of the generated sets; with ``--seeds``
+as well, both, in one table. Each real page is its own file, captured and read alone, so its ``s/page``
+is one page's latency (the generated dossiers read their pages in parallel): compare ``cpu/pg``.
 
 Sets (sohoa_dev.synth, procedures 1.001193, 1.000894, 1.001612; 14 pages per seed): clean
 300 dpi scans; degraded 300 dpi (tilt up to 1.5 degrees, noise, blur); clean 200 dpi; degraded
 200 dpi. Every page goes through the pipeline's own capture and OCR (``ocr.engine.run_ocr``,
 normalization included), on the same captured pages for every configuration.
 
-Two CERs (bench/cer.py), both on NFC text with whitespace runs collapsed, over the truth's length:
-``plain`` is the edit distance between whole pages, so text read in another order than the
+Three CERs (bench/cer.py), all on NFC text with whitespace runs collapsed, over the truth's length:
+``order`` (reading order) is the edit distance between whole pages with the two tone-placement
+conventions folded (``hoà``/``hòa``), so it counts text read out of the truth's reading order;
+``plain`` is the same without that folding, so text read in another order than the
 truth's (two-column headers, ID cards) pays for every character moved; ``flex`` is
 reading-order independent (lines matched to lines, a line split or joined costs nothing, OCR
 text matching nothing counts as insertions). Targets (flex): <= 1% clean, <= 3% degraded.
@@ -27,6 +36,7 @@ each set for the first configuration, with what the flexible metric could not ma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -36,12 +46,14 @@ import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import cer  # noqa: E402
+import real_set  # noqa: E402
 from sohoa_dev import synth  # noqa: E402
 
 from sohoa.kernel.settings import Settings  # noqa: E402
@@ -76,6 +88,7 @@ class PageScore:
     doc_type: str
     plain: cer.Score
     flex: cer.Flexible
+    order: cer.Score
     text: str
     truth: str
 
@@ -104,6 +117,20 @@ def prepare_sets(root: Path, seeds: int, settings: Settings, sets: dict[str, tup
     return store, prepared
 
 
+def prepare_real(cache: Path, settings: Settings, store) -> dict[str, list]:
+    """Capture every page of the real set once, as the generated dossiers are: {kind: [(name, truth, captured)]}.
+
+    A page's truth is wrapped like a one-page synth truth, so ``measure`` reads and scores it unchanged.
+    """
+    prepared: dict[str, list] = {kind: [] for kind in real_set.KINDS}
+    for page in real_set.build(cache):
+        info = capturing.describe_source(page.path, settings)
+        captured = capturing.capture(page.path, info, store, settings, capturing.capture_key(info, settings))
+        truth = SimpleNamespace(pages=[SimpleNamespace(n=1, doc_type=page.source, text=page.truth)])
+        prepared[page.kind].append((page.name, truth, captured))
+    return {kind: items for kind, items in prepared.items() if items}
+
+
 def cpu_seconds() -> float:
     """CPU time of this process (every thread: an in-process engine) and of its waited-for children (tesseract processes)."""
     t = os.times()
@@ -121,7 +148,8 @@ def measure(store, items, label: str, settings: Settings) -> tuple[list[PageScor
         assert len(result.pages) == len(truth.pages), (name, len(result.pages), len(truth.pages))
         for expected, read in zip(truth.pages, result.pages):
             pages.append(PageScore(label, name, expected.n, expected.doc_type, cer.plain(read.text, expected.text),
-                                   cer.flexible(read.text, expected.text), read.text, expected.text))
+                                   cer.flexible(read.text, expected.text), cer.reading_order(read.text, expected.text),
+                                   read.text, expected.text))
     return pages, seconds, cpu
 
 
@@ -146,7 +174,12 @@ def show_worst(pages: list[PageScore], n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=2, help="dossiers per procedure and set (14 pages per seed)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="dossiers per procedure and set (14 pages per seed; default 2, none with --real)")
+    parser.add_argument("--real", action="store_true", help="measure the real-document set (bench/real_set.py)")
+    parser.add_argument("--real-cache", type=Path, default=None, metavar="DIR",
+                        help="keep the rendered real pages here (default: a temp dir, rendered again each run)")
+    parser.add_argument("--json-out", type=Path, default=None, metavar="FILE", help="write every row and page as JSON")
     parser.add_argument("--compare", action="store_true", help="also measure other languages, psm and the script model")
     parser.add_argument("--only", action="append", default=[], metavar="CONFIG",
                         help="measure only these configurations (names as printed; repeatable)")
@@ -170,30 +203,31 @@ def main() -> None:
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only or k.split(" (")[0] in args.only}
     sets = {k: v for k, v in SETS.items() if not args.sets or k in args.sets}
+    seeds = args.seeds if args.seeds is not None else (0 if args.real else 2)
+    if args.real and not (real_set.CORPUS / "README.md").is_file():
+        sys.exit(f"# real set: {real_set.CORPUS} is absent (../shared/corpus/real-vi is kept outside the repository)")
 
     with tempfile.TemporaryDirectory(prefix="sohoa-bench-cer-") as tmp:
         root = Path(tmp)
         base = Settings(archive=str(root / "archive"), work=str(root / "work"))
         started = time.perf_counter()
-        store, prepared = prepare_sets(root, args.seeds, base, sets)
-        print(f"# {sum(len(v) for v in prepared.values())} dossiers generated and captured in "
+        store, prepared = prepare_sets(root, seeds, base, sets if seeds else {})
+        if args.real:
+            prepared.update(prepare_real(args.real_cache or root / "real", base, store))
+        print(f"# {sum(len(v) for v in prepared.values())} dossiers or pages prepared and captured in "
               f"{time.perf_counter() - started:.0f} s; OCR jobs={base.jobs}", flush=True)
-        print(f"{'configuration':26s} {'set':18s} {'pages':>5s} {'plain':>7s} {'flex':>7s} {'in-line':>7s} {'missed':>7s} "
-              f"{'extra':>7s} {'OCR s':>6s} {'s/page':>6s} {'cpu/pg':>6s}")
+        print(f"{'configuration':26s} {'set':31s} {'pages':>5s} {'order':>7s} {'flex':>7s} {'plain':>7s} {'in-line':>7s} "
+              f"{'missed':>7s} {'extra':>7s} {'OCR s':>6s} {'s/page':>6s} {'cpu/pg':>6s}")
         first: list[PageScore] | None = None
+        rows: list[dict] = []
         for name, overrides in configs.items():
             settings = base.model_copy(update=overrides)
             every: list[PageScore] = []
             for label, items in prepared.items():
                 pages, seconds, cpu = measure(store, items, label, settings)
                 every += pages
-                plain, flex = total(p.plain for p in pages), total(p.flex for p in pages)
-                inline = sum(d for p in pages for _, _, d in p.flex.matches) / flex.chars
-                missed = sum(len(t) for p in pages for t in p.flex.missed) / flex.chars
-                extra = sum(len(o) for p in pages for o in p.flex.extra) / flex.chars
-                print(f"{name:26s} {label:18s} {len(pages):5d} {plain.cer:7.2%} {flex.cer:7.2%} "
-                      f"{inline:7.2%} {missed:7.2%} {extra:7.2%} "
-                      f"{seconds:6.1f} {seconds / len(pages):6.2f} {cpu / len(pages):6.2f}", flush=True)
+                rows.append(row(name, label, pages, seconds, cpu))
+                print_row(rows[-1])
             bad = [p for p in every if unicodedata.normalize("NFC", p.text) != p.text or "\u00d0" in p.text
                    or "\u00f0" in p.text]
             if bad:
@@ -210,6 +244,34 @@ def main() -> None:
         if args.worst and first:
             for label in prepared:
                 show_worst([p for p in first if p.set == label], args.worst)
+        if args.json_out:
+            write_json(args.json_out, rows, first or [])
+
+
+def row(configuration: str, label: str, pages: list[PageScore], seconds: float, cpu: float) -> dict:
+    """One table row: the set's CERs (errors over the truth's characters, summed over its pages) and times."""
+    plain, flex, order = (total(getattr(p, k) for p in pages) for k in ("plain", "flex", "order"))
+    return {
+        "configuration": configuration, "set": label, "pages": len(pages), "chars": flex.chars,
+        "reading_order_cer": order.cer, "flexible_cer": flex.cer, "plain_cer": plain.cer,
+        "in_line": sum(d for p in pages for _, _, d in p.flex.matches) / flex.chars,
+        "missed": sum(len(t) for p in pages for t in p.flex.missed) / flex.chars,
+        "extra": sum(len(o) for p in pages for o in p.flex.extra) / flex.chars,
+        "ocr_s": seconds, "s_per_page": seconds / len(pages), "cpu_per_page": cpu / len(pages),
+    }
+
+
+def print_row(r: dict) -> None:
+    print(f"{r['configuration']:26s} {r['set']:31s} {r['pages']:5d} {r['reading_order_cer']:7.2%} "
+          f"{r['flexible_cer']:7.2%} {r['plain_cer']:7.2%} {r['in_line']:7.2%} {r['missed']:7.2%} {r['extra']:7.2%} "
+          f"{r['ocr_s']:6.1f} {r['s_per_page']:6.2f} {r['cpu_per_page']:6.2f}", flush=True)
+
+
+def write_json(path: Path, rows: list[dict], pages: list[PageScore]) -> None:
+    """The table's rows and, for the first configuration, every page's three CERs (to find regressions)."""
+    detail = [{"set": p.set, "name": p.dossier, "page": p.n, "doc_type": p.doc_type, "chars": p.flex.chars,
+               "reading_order_cer": p.order.cer, "flexible_cer": p.flex.cer, "plain_cer": p.plain.cer} for p in pages]
+    path.write_text(json.dumps({"rows": rows, "pages": detail}, ensure_ascii=False, indent=1), "utf-8")
 
 
 if __name__ == "__main__":

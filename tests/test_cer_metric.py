@@ -139,3 +139,38 @@ def test_full_page_reordered_and_split():
     read = "\n".join(read_lines + ["IH H", "mì ors H"])
     flex = cer.flexible(read, truth)  # no wall-clock assertion: timings live in bench/
     assert flex.errors == 45 + len("IH H") + len("mì ors H")
+
+
+@pytest.mark.parametrize("new_style,traditional", [
+    ("hoà", "hòa"), ("thuỷ", "thủy"), ("khoẻ", "khỏe"), ("CỘNG HOÀ", "CỘNG HÒA"), ("Hoá", "Hóa"),
+    ("tuỳ", "tùy"), ("hoạ", "họa"), ("Uỷ ban", "Ủy ban"),
+])
+def test_tone_placement_variants_compare_equal_in_reading_order(new_style, traditional):
+    assert cer.tone_placement(new_style) == cer.tone_placement(traditional) == traditional
+    assert cer.reading_order(new_style, traditional).errors == 0
+    assert cer.reading_order(traditional, new_style).errors == 0
+    assert cer.plain(new_style, traditional).errors > 0  # plain keeps counting it
+
+
+@pytest.mark.parametrize("word", ["quý", "quỳ", "hoàng", "ngoài", "khuya", "thuế", "hoặc", "khuyến", "quí"])
+def test_tone_placement_leaves_other_syllables_alone(word):
+    assert cer.tone_placement(word) == word
+
+
+def test_spelling_variants_and_real_tone_errors_still_cost():
+    assert cer.reading_order("quí", "quý").errors == 1  # i/y spelling, not a placement
+    assert cer.reading_order("khân trương", "khẩn trương").errors == 1
+    assert cer.reading_order("hóa", "hòa").errors == 1  # another tone, not another place
+
+
+def test_reading_order_is_one_string_nfc_whitespace_collapsed():
+    read = unicodedata.normalize("NFD", HEADER_TRUTH.replace("HÒA", "HOÀ")).replace("\n", "  \n\n ")
+    assert cer.reading_order(read, HEADER_TRUTH) == cer.Score(0, len(cer.normalize(HEADER_TRUTH)))
+
+
+def test_columns_read_in_the_wrong_order_cost_in_reading_order_not_in_flexible():
+    truth = HEADER_TRUTH.splitlines()
+    right_column_first = "\n".join(truth[2:4] + truth[:2] + truth[4:])
+    assert cer.flexible(right_column_first, HEADER_TRUTH).errors == 0
+    assert cer.reading_order(right_column_first, HEADER_TRUTH).errors > 30
+    assert cer.reading_order(HEADER_READ, HEADER_TRUTH).errors > 25  # the two columns read across

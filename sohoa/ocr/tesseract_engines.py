@@ -19,8 +19,7 @@ from sohoa.kernel.models import Word
 from sohoa.kernel.settings import Settings
 from sohoa.ocr import libtesseract, normalize, tesseract
 from sohoa.ocr.base import PageReading, PageToRead, TextLine
-
-_Box = tuple[int, int, int, int]
+from sohoa.ocr.reading_order import union
 
 
 def _rows(tsv: str) -> list[list[str]]:
@@ -40,19 +39,13 @@ def read_tsv(tsv: str) -> tuple[list[Word], list[TextLine]]:
         blocks.setdefault(line, block_ids.setdefault(cols[2], len(block_ids)))
         box = (int(cols[6]), int(cols[7]), int(cols[8]), int(cols[9]))
         words.append(Word(text=cols[11].strip(), box=box, conf=round(float(cols[10]), 2), line=line))
-    return words, [TextLine(id=line, block=block, box=_union([w.box for w in words if w.line == line]))
+    return words, [TextLine(id=line, block=block, box=union([w.box for w in words if w.line == line]))
                    for line, block in blocks.items()]
 
 
 def parse_tsv(tsv: str) -> list[Word]:
     """Words only (see ``read_tsv``)."""
     return read_tsv(tsv)[0]
-
-
-def _union(boxes: list[_Box]) -> _Box:
-    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    return left, top, right - left, bottom - top
 
 
 def reading(image: normalize.OcrImage, text: str, tsv: str, layer: Path) -> PageReading:

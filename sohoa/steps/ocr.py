@@ -38,13 +38,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sohoa.kernel.keys import step_key
 from sohoa.kernel.models import CaptureResult, OcrPage, OcrResult, PageImage, PageWords, Word
 from sohoa.kernel.settings import OcrSettings, Settings
-from sohoa.ocr import engines, normalize
+from sohoa.ocr import engines, normalize, reading_order
 from sohoa.ocr import pdf as searchable
 from sohoa.storage import ObjectNotFound, StorageError, Store, materialize
 
 # 3: upright/deskewed/upscaled OCR copy, upside-down retry; 4: PDF/A-2b declared; 5: warm engine, grey copy;
-# 6: CMYK pages in an ICC-based colour space
-VERSION = "6"
+# 6: CMYK pages in an ICC-based colour space; 7: reading order from layout (sohoa/ocr/reading_order.py)
+VERSION = "7"
 RETRY_BELOW_CONFIDENCE = 70.0
 _WORDS = TypeAdapter(list[PageWords])
 log = logging.getLogger("sohoa.ocr")
@@ -80,10 +80,11 @@ class Reading:
 
 
 def read(page: PageImage, source: Path, workdir: Path, rotation: int, settings: Settings) -> Reading:
-    """One pass of the chosen engine over the page turned by ``rotation``."""
+    """One pass of the chosen engine over the page turned by ``rotation``, put in reading order from its layout
+    (sohoa/ocr/reading_order.py: the columns of a two-column header or signature block one after the other)."""
     wanted = engines.PageToRead(n=page.n, source=source, size=(page.width, page.height), dpi=page.dpi,
                                 rotation=rotation, skew=page.skew, base=workdir / f"p{page.n:04d}r{rotation % 360:03d}")
-    got = engines.choose(settings).read(wanted, settings, settings.page_timeout_s)
+    got = reading_order.reorder(engines.choose(settings).read(wanted, settings, settings.page_timeout_s))
     boxes = normalize.to_original(got.image, [w.box for w in got.words])
     words = [w.model_copy(update={"box": box}) for w, box in zip(got.words, boxes)]
     return Reading(image=got.image, text=got.text, words=words, layer=got.layer)
