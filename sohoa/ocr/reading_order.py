@@ -119,12 +119,17 @@ def _rest(ordered: list[Word], first: Word) -> list[Word]:
     return ordered[ordered.index(first):]
 
 
+def by_line(words: list[Word]) -> dict[int, list[Word]]:
+    """The words of each line, in their order."""
+    found: dict[int, list[Word]] = {}
+    for word in words:
+        found.setdefault(word.line, []).append(word)
+    return found
+
+
 def segments(words: list[Word], blocks: dict[int, int]) -> list[Segment]:
     """Every engine line split at its wide gaps; ``blocks`` maps an engine line to its block."""
-    by_line: dict[int, list[Word]] = {}
-    for word in words:
-        by_line.setdefault(word.line, []).append(word)
-    return [piece for line, members in by_line.items() for piece in split_line(members, blocks.get(line, 0))]
+    return [piece for line, members in by_line(words).items() for piece in split_line(members, blocks.get(line, 0))]
 
 
 def _merge(intervals: list[tuple[int, int]], gutter: float) -> list[tuple[int, int]]:
@@ -178,9 +183,9 @@ def regions(page_rows: list[list[Segment]], height: float) -> list[list[Segment]
     found: list[list[Segment]] = []
     index = 0
     while index < len(page_rows):
-        region, first = list(page_rows[index]), index
+        region, opens = list(page_rows[index]), _side_by_side(page_rows[index], height)
         index += 1
-        while _side_by_side(page_rows[first], height) and index < len(page_rows) and _joins(region, page_rows[index], height):
+        while opens and index < len(page_rows) and _joins(region, page_rows[index], height):
             region += page_rows[index]
             index += 1
         found.append(region)
@@ -273,14 +278,12 @@ def _renumbered(word: Word, line: int) -> Word:
 
 def text_of(words: list[Word], lines: list[TextLine]) -> str:
     """Lines of words, a blank line between blocks (as Tesseract writes paragraphs)."""
-    by_line: dict[int, list[str]] = {}
-    for word in words:
-        by_line.setdefault(word.line, []).append(word.text)
+    members = by_line(words)
     out: list[str] = []
     for before, line in zip([None, *lines], lines):
         if before is not None and before.block != line.block:
             out.append("")
-        out.append(" ".join(by_line.get(line.id, [])))
+        out.append(" ".join(w.text for w in members.get(line.id, [])))
     return "\n".join(out).strip()
 
 
@@ -297,10 +300,7 @@ def reorder(reading: PageReading) -> PageReading:
     words, lines = ordered(reading.words, reading.lines)
     if _same(reading.words, words, reading.lines, lines):
         return reading
-    by_line: dict[int, list[Word]] = {}
-    for word in words:
-        by_line.setdefault(word.line, []).append(word)
-    layer = reading.layer
+    layer, members = reading.layer, by_line(words)
     if text_layer.available():
-        layer = text_layer.write(reading.layer, reading.image, [by_line[line.id] for line in lines])
+        layer = text_layer.write(reading.layer, reading.image, [members[line.id] for line in lines])
     return PageReading(image=reading.image, text=text_of(words, lines), words=words, lines=lines, layer=layer)

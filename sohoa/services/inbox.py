@@ -647,10 +647,8 @@ def conclude(store: Store, drop: Drop, outcome: Outcome, moved: list[str],
 def gone(store: Store, drop: Drop, message: str) -> Outcome:
     """A drop whose version was overwritten before its run fetched it: reported ``superseded``, nothing moved
     (the key holds another version, which is a drop of its own); the run's outcome says the same."""
-    record_outcome(store, drop, "refused", None, ReasonCode.superseded)
     _log.warning("inbox %s: %s", store.url, message)
-    return Outcome(input=store.url_for(drop.key), status="refused",
-                   reason=Reason(code=ReasonCode.superseded, message=message[:500]))
+    return _refused(store, drop, ReasonCode.superseded, message)
 
 
 def too_large(store: Store, drop: Drop, limit: int) -> Outcome | None:
@@ -661,9 +659,13 @@ def too_large(store: Store, drop: Drop, limit: int) -> Outcome | None:
         return None
     message = f"input is {drop.size} bytes; the limit is {limit}"
     settle(store, drop, "refused", {"code": ReasonCode.too_large.value, "message": message})
-    record_outcome(store, drop, "refused", None, ReasonCode.too_large)
-    return Outcome(input=store.url_for(drop.key), status="refused", reason=Reason(code=ReasonCode.too_large,
-                                                                                   message=message))
+    return _refused(store, drop, ReasonCode.too_large, message)
+
+
+def _refused(store: Store, drop: Drop, code: ReasonCode, message: str) -> Outcome:
+    """The drop's outcome recorded as refused, and the run's outcome saying the same."""
+    record_outcome(store, drop, "refused", None, code)
+    return Outcome(input=store.url_for(drop.key), status="refused", reason=Reason(code=code, message=message[:500]))
 
 
 def fail(store: Store, drop: Drop, code: str, message: str) -> None:
